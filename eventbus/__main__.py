@@ -1,0 +1,5 @@
+"""``python -m eventbus``: the eventbus command."""
+
+from eventbus.cli import run
+
+run()

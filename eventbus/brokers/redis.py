@@ -1,0 +1,326 @@
+"""Dramatiq's RedisBroker with priority-ordered fetch, a pause flag, once-only bulk enqueue and fresh dead letters.
+
+Each queue keeps one Dramatiq name (``email``) and four Redis lists: ``email.p0`` (CRITICAL),
+``email.p1`` (HIGH), ``email`` (NORMAL) and ``email.p3`` (LOW). The patched ``fetch`` pops from
+the highest non-empty list first, so priority holds in the broker, not only in a worker's memory.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import dramatiq
+import redis
+from dramatiq.brokers.redis import RedisBroker as _DramatiqRedisBroker
+from dramatiq.brokers.redis import _RedisConsumer, _scripts
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from eventbus.brokers import Message, list_suffix, malformed
+from eventbus.brokers.doorbell import Doorbell
+from eventbus.brokers.hooks import HookCache
+from eventbus.brokers.redis_limits import RedisLimits
+from eventbus.brokers.redis_reconnect import REDIS_ERRORS, InHand
+from eventbus.brokers.redis_recovery import RedisRecovery, patch_dispatch_for_recovery
+from eventbus.brokers.redis_schedule import RedisSchedule
+from eventbus.settings import get_settings
+
+_FETCH_START = 'elseif command == "fetch" then'
+_FETCH_END = "-- Moves fetched-but-not-processed messages back"
+_NACK_GET = 'local message = redis.call("hget", queue_messages, message_id)'
+
+# Paused queues hand out nothing (their .DQ still moves due messages in); otherwise take from
+# the highest priority list first.
+_FETCH = """elseif command == "fetch" then
+    if redis.call("sismember", namespace .. ":__paused__", queue_name) == 1 then
+        return {}
+    end
+    local prefetch = math.min(ARGS[1], max_unpack_size)
+    local lists = {queue_full_name .. ".p0", queue_full_name .. ".p1", queue_full_name, queue_full_name .. ".p3"}
+    if queue_name ~= queue_canonical_name then
+        lists = {queue_full_name}
+    end
+    local message_ids = {}
+    local n = 0
+    for _, list in ipairs(lists) do
+        while n < prefetch do
+            local message_id = redis.call("lpop", list)
+            if not message_id then
+                break
+            end
+            n = n + 1
+            message_ids[n] = message_id
+            redis.call("sadd", queue_acks, message_id)
+        end
+    end
+    if n > 0 then
+        return redis.call("hmget", queue_messages, unpack(message_ids))
+    end
+    return {}
+
+
+"""
+
+# The worker's in-memory copy (final attempt's retries, error and traceback) replaces the stale
+# stored one when a message is dead-lettered.
+_NACK = 'local message = ARGS[2] or redis.call("hget", queue_messages, message_id)'
+
+_ENQUEUE = """
+local ns = ARGV[1]
+local ttl = tonumber(ARGV[2])
+local flags = {}
+local rung = {}
+local n = 0
+for i = 3, #ARGV, 5 do
+    local ok = true
+    local once = ARGV[i + 4]
+    if once ~= "" then
+        ok = redis.call("set", ns .. ":once:" .. once, "1", "NX", "EX", ttl)
+    end
+    n = n + 1
+    if ok then
+        redis.call("hset", ns .. ":" .. ARGV[i] .. ".msgs", ARGV[i + 2], ARGV[i + 3])
+        local waiting = redis.call("rpush", ns .. ":" .. ARGV[i + 1], ARGV[i + 2])
+        flags[n] = 1
+        -- Ring only when the list was empty: a backlog means its consumers are busy fetching anyway.
+        if waiting == 1 and not rung[ARGV[i]] then
+            rung[ARGV[i]] = true
+            redis.call("publish", ns .. ":__bell__", ARGV[i])
+        end
+    else
+        flags[n] = 0
+    end
+end
+return flags
+"""
+
+_CHUNK = 500
+_COALESCE_S = 0.002
+
+
+def _patch_dispatch(source: str) -> str:
+    start, end = source.index(_FETCH_START), source.index(_FETCH_END)
+    assert source.count(_NACK_GET) == 1, "dramatiq's dispatch.lua changed; re-check the nack patch"
+    return source[:start] + _FETCH + source[end:].replace(_NACK_GET, _NACK)
+
+
+def make_client(url: str, timeout_s: float) -> redis.Redis:  # type: ignore[type-arg]
+    """A client whose calls fail within ``timeout_s`` instead of hanging.
+
+    A dropped connection (e.g. after a Redis restart) is retried once at once; a timeout is not,
+    so a stalled server costs at most one connect plus one read timeout.
+    """
+    return redis.Redis.from_url(
+        url,
+        socket_connect_timeout=timeout_s * 0.45,
+        socket_timeout=timeout_s * 0.45,
+        retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+        health_check_interval=30,
+    )
+
+
+class RedisBroker(HookCache, _DramatiqRedisBroker):
+    """The production broker; keys live under ``namespace`` (one prefix per app or test run)."""
+
+    def __init__(self, *, url: str, namespace: str, timeout_s: float = 2.0, **kwargs: Any) -> None:
+        super().__init__(client=make_client(url, timeout_s), namespace=namespace, **kwargs)  # type: ignore[no-untyped-call]
+        dispatch = patch_dispatch_for_recovery(_patch_dispatch(_scripts["dispatch"].decode()))
+        self.scripts["dispatch"] = self.client.register_script(dispatch)
+        self._enqueue_script = self.client.register_script(_ENQUEUE)
+        self.doorbell = Doorbell(self.client, namespace)
+        self.url = url
+        # Queue semantics (issue 4): delayed messages (delay=, at=, retry backoff) wait in a sorted set,
+        # not in worker memory; crash recovery and poison detection; global rate limits and caps.
+        self.schedule = RedisSchedule(self)
+        self.recovery = RedisRecovery(self)
+        self.limits = RedisLimits(self)
+
+    @property
+    def consumer_class(self) -> type[_RedisConsumer]:
+        return _Consumer
+
+    def key(self, *parts: str) -> str:
+        """A key under this broker's namespace."""
+        return ":".join((self.namespace, *parts))
+
+    def enqueue(self, message: Message, *, delay: int | None = None) -> Message:
+        """Route to the message's priority list (retries and due delayed messages come through here)."""
+        return self.enqueue_many([message], delay_ms=delay)[0]
+
+    def enqueue_many(
+        self,
+        messages: Sequence[Message],
+        *,
+        delay_ms: int | None = None,
+        once_keys: Sequence[str | None] | None = None,
+        once_ttl_s: int = 86_400,
+    ) -> list[Message]:
+        """See :class:`eventbus.brokers.BusBroker`: one pipelined round trip per 500 messages.
+
+        With ``delay_ms`` the messages go to the durable schedule (:mod:`eventbus.brokers.redis_schedule`).
+        """
+        keys = list(once_keys) if once_keys is not None else [None] * len(messages)
+        if delay_ms is not None:
+            return self.schedule.add(messages, delay_ms, keys, once_ttl_s)
+        staged: list[tuple[Message, list[Any]]] = []
+        for message, key in zip(messages, keys):
+            # A fresh event is stored under its own id (see bus.py); any other message gets a new one,
+            # never an earlier attempt's, whose ack would delete this copy.
+            rid = message.options.get("redis_message_id")
+            if rid != message.message_id:
+                message = message.copy(options={"redis_message_id": str(uuid.uuid4())})
+            target = message.queue_name + list_suffix(message)
+            staged.append(
+                (
+                    message,
+                    [message.queue_name, target, message.options["redis_message_id"], message.encode(), key or ""],
+                )
+            )
+        for message, _ in staged:
+            self.emit_before("enqueue", message, delay_ms)
+        flags: list[int] = []
+        if len(staged) == 1:
+            flags = self._enqueue_script(args=[self.namespace, once_ttl_s, *staged[0][1]])
+        else:
+            with self.client.pipeline(transaction=False) as pipe:
+                for i in range(0, len(staged), _CHUNK):
+                    args = [arg for _, row in staged[i : i + _CHUNK] for arg in row]
+                    self._enqueue_script(args=[self.namespace, once_ttl_s, *args], client=pipe)
+                for chunk in pipe.execute():
+                    flags.extend(chunk)
+        out = [message for (message, _), flag in zip(staged, flags) if flag]
+        for message in out:
+            self.emit_after("enqueue", message, delay_ms)
+        return out
+
+
+class _Consumer(_RedisConsumer):
+    """Dramatiq's consumer, waiting on the doorbell instead of sleeping, and nacking fresh copies.
+
+    Malformed messages are dead-lettered at the decode step (see ``eventbus.brokers.malformed``);
+    connection errors *and* timeouts surface as ``ConnectionClosed`` (the worker retries acks and
+    restarts the consumer); fetches orphaned by a connection error are requeued (see
+    ``eventbus.brokers.redis_reconnect``).
+    """
+
+    def __init__(self, broker: RedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
+        super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
+        self.bell = broker.doorbell.event(queue_name)
+        self.full = False
+        self.max_message_bytes = get_settings().max_message_bytes
+        self.in_hand = InHand.of(broker.broker_id, queue_name)
+        self.acks_key = broker.key(f"__acks__.{broker.broker_id}.{queue_name}")
+        if queue_name.endswith(".DQ"):
+            self.in_hand.clear()  # Dramatiq drops a .DQ consumer's delayed messages when it restarts
+
+    def __next__(self) -> dramatiq.MessageProxy | None:
+        try:
+            while True:
+                if self.message_cache:
+                    data = self.message_cache.pop(0)
+                    if data is None:
+                        continue
+                    message = self._decode(data)
+                    if message is None:
+                        continue
+                    self.in_hand.add(message.options["redis_message_id"])
+                    self.queued_message_ids.add(message.message_id)
+                    return dramatiq.MessageProxy(message)
+                if self.in_hand.due():
+                    self.in_hand.reconcile(
+                        self.broker.client, self.acks_key, lambda ids: self.broker.do_requeue(self.queue_name, *ids)
+                    )
+                # Clear before fetching: a ring that lands after the fetch is not lost.
+                self.bell.clear()
+                free = self.prefetch - self.outstanding_message_count
+                self.full = free <= 0
+                if not self.full:
+                    self.message_cache = self.broker.do_fetch(self.queue_name, free)
+                    if self.message_cache:
+                        continue
+                if self.bell.wait(self.timeout / 1000) and self.outstanding_message_count:
+                    # Work is in hand, so latency is not at stake: let rings coalesce into one fetch.
+                    time.sleep(_COALESCE_S)
+                return None
+        except REDIS_ERRORS as e:
+            self.in_hand.connection_lost()
+            raise dramatiq.errors.ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
+
+    def _decode(self, data: bytes) -> Message | None:
+        """The message in ``data``, or None after moving unusable bytes to the dead letters."""
+        try:
+            message = malformed.decode(data, self.max_message_bytes)
+        except malformed.MalformedMessage as exc:
+            redis_id = self._find_id(data)
+            if redis_id is not None:
+                dead = malformed.dead_letter(data, self.queue_name, str(exc), redis_id)
+                self.broker.do_nack(self.queue_name, redis_id, dead.encode())
+            malformed.log_malformed(self.queue_name, str(exc))
+            return None
+        if "redis_message_id" not in message.options:  # pushed by hand: find its id so it can be acked
+            redis_id = self._find_id(data)
+            if redis_id is None:
+                return None
+            message = message.copy(options={"redis_message_id": redis_id})
+        return message
+
+    def _find_id(self, data: bytes) -> str | None:
+        # Rare path: look the bytes up among this consumer's unacked messages (at most its prefetch).
+        ids = list(self.broker.client.smembers(self.acks_key))
+        if ids:
+            values = self.broker.client.hmget(self.broker.key(f"{self.queue_name}.msgs"), ids)
+            for redis_id, value in zip(ids, values):
+                if value == data:
+                    return redis_id.decode() if isinstance(redis_id, bytes) else str(redis_id)
+        return None
+
+    def ack(self, message: dramatiq.MessageProxy) -> None:
+        redis_id = message.options["redis_message_id"]
+        try:
+            self.broker.do_ack(self.queue_name, redis_id)
+        except REDIS_ERRORS as e:
+            raise dramatiq.errors.ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
+        finally:
+            self.queued_message_ids.discard(message.message_id)
+            self._refill()
+        self.in_hand.discard(redis_id)
+
+    def _refill(self) -> None:
+        # A full consumer waits for half its prefetch to free up, then fetches a batch.
+        if self.full and self.outstanding_message_count <= self.prefetch // 2:
+            self.bell.set()
+
+    def nack(self, message: dramatiq.MessageProxy) -> None:
+        exception = getattr(message, "_exception", None)
+        options: dict[str, Any] = {"dead_at": int(time.time() * 1000)}
+        if exception is not None:
+            options["error"] = f"{type(exception).__name__}: {exception}"
+            options["error_type"] = type(exception).__name__
+            if "traceback" not in message.options:
+                options["traceback"] = "".join(traceback.format_exception(exception, limit=30))
+        data = message._message.copy(options=options).encode()
+        redis_id = message.options["redis_message_id"]
+        try:
+            self.broker.do_nack(self.queue_name, redis_id, data)
+        except REDIS_ERRORS as e:
+            raise dramatiq.errors.ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
+        finally:
+            self.queued_message_ids.discard(message.message_id)
+            self._refill()
+        self.in_hand.discard(redis_id)
+
+    def requeue(self, messages: Iterable[dramatiq.MessageProxy]) -> None:
+        self._requeue_ids([m.options["redis_message_id"] for m in messages])
+
+    def _requeue_ids(self, redis_ids: Sequence[str]) -> None:
+        if not redis_ids:
+            return
+        try:
+            self.broker.do_requeue(self.queue_name, *redis_ids)
+        except REDIS_ERRORS as e:
+            raise dramatiq.errors.ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
+        self.in_hand.discard(*redis_ids)

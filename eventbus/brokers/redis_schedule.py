@@ -1,0 +1,190 @@
+"""Durable scheduling on Redis: delayed messages wait in a sorted set, not in worker memory.
+
+Keys (under the broker's namespace):
+
+- ``schedule``: ZSET, message_id -> eta in ms (Redis clock).
+- ``schedule.msgs``: HASH, message_id -> ``queue \\n list \\n redis_message_id \\n encoded message``.
+- ``schedule.counts``: HASH, queue -> how many of its messages are scheduled (for stats and metrics).
+
+Every worker runs a promoter (:func:`promote`) that moves due entries to their queue's priority list
+in one Lua call, so each is released exactly once however many workers run. Scheduling a message id
+that is already scheduled replaces it (a reschedule). Retry backoffs take the same path.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import dramatiq
+from dramatiq.common import current_millis
+
+from eventbus.brokers import Message, list_suffix
+
+if TYPE_CHECKING:
+    from eventbus.brokers.redis import RedisBroker
+
+SCHEDULE_KEY = "schedule"
+_CHUNK = 500
+
+# ARGV: ns, once ttl, delay ms, then rows of (message_id, entry, once key or "").
+_SCHEDULE = """
+local ns = ARGV[1]
+local ttl = tonumber(ARGV[2])
+local t = redis.call("time")
+local eta = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[3])
+local zkey, hkey, ckey = ns .. ":schedule", ns .. ":schedule.msgs", ns .. ":schedule.counts"
+local flags = {}
+local n = 0
+for i = 4, #ARGV, 3 do
+    local ok = true
+    if ARGV[i + 2] ~= "" then
+        ok = redis.call("set", ns .. ":once:" .. ARGV[i + 2], "1", "NX", "EX", ttl)
+    end
+    n = n + 1
+    if ok then
+        if redis.call("zadd", zkey, eta, ARGV[i]) == 1 then
+            local entry = ARGV[i + 1]
+            redis.call("hincrby", ckey, string.sub(entry, 1, string.find(entry, "\\n", 1, true) - 1), 1)
+        end
+        redis.call("hset", hkey, ARGV[i], ARGV[i + 1])
+        flags[n] = 1
+    else
+        flags[n] = 0
+    end
+end
+return flags
+"""
+
+# Moves up to ARGV[1] due entries to their lists; returns their encoded messages.
+_PROMOTE = """
+local ns = KEYS[1]
+local t = redis.call("time")
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local zkey, hkey = ns .. ":schedule", ns .. ":schedule.msgs"
+local ids = redis.call("zrangebyscore", zkey, "-inf", now, "LIMIT", 0, tonumber(ARGV[1]))
+local out = {}
+for _, id in ipairs(ids) do
+    local entry = redis.call("hget", hkey, id)
+    redis.call("zrem", zkey, id)
+    redis.call("hdel", hkey, id)
+    if entry then
+        local a = string.find(entry, "\\n", 1, true)
+        local b = string.find(entry, "\\n", a + 1, true)
+        local c = string.find(entry, "\\n", b + 1, true)
+        local data = string.sub(entry, c + 1)
+        redis.call("hset", ns .. ":" .. string.sub(entry, 1, a - 1) .. ".msgs", string.sub(entry, b + 1, c - 1), data)
+        local queue = string.sub(entry, 1, a - 1)
+        redis.call("hincrby", ns .. ":schedule.counts", queue, -1)
+        if redis.call("rpush", ns .. ":" .. string.sub(entry, a + 1, b - 1), string.sub(entry, b + 1, c - 1)) == 1 then
+            redis.call("publish", ns .. ":__bell__", queue)  -- wake an idle consumer (eventbus.brokers.doorbell)
+        end
+        out[#out + 1] = data
+    end
+end
+return out
+"""
+
+_CANCEL = """
+if redis.call("zrem", KEYS[1], ARGV[1]) == 1 then
+    local entry = redis.call("hget", KEYS[2], ARGV[1])
+    if entry then
+        redis.call("hincrby", KEYS[3], string.sub(entry, 1, string.find(entry, "\\n", 1, true) - 1), -1)
+    end
+    redis.call("hdel", KEYS[2], ARGV[1])
+    return 1
+end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class ScheduledEntry:
+    """One scheduled message as stored: when it is due and what it will run."""
+
+    message_id: str
+    eta_ms: int
+    queue: str
+    message: Message
+
+
+class RedisSchedule:
+    """The scheduled-message store of one :class:`RedisBroker`."""
+
+    def __init__(self, broker: RedisBroker) -> None:
+        self.broker = broker
+        self.zkey = broker.key(SCHEDULE_KEY)
+        self.hkey = broker.key(SCHEDULE_KEY + ".msgs")
+        self.ckey = broker.key(SCHEDULE_KEY + ".counts")  # queue -> how many of its messages wait here
+        self._schedule = broker.client.register_script(_SCHEDULE)
+        self._promote = broker.client.register_script(_PROMOTE)
+        self._cancel = broker.client.register_script(_CANCEL)
+
+    def add(
+        self, messages: Sequence[Message], delay_ms: int, once_keys: Sequence[str | None], once_ttl_s: int
+    ) -> list[Message]:
+        """Store ``messages`` due in ``delay_ms``; one pipelined round trip per 500. Returns those written."""
+        eta = current_millis() + max(0, delay_ms)
+        staged: list[tuple[Message, list[Any]]] = []
+        for message, key in zip(messages, once_keys):
+            rid = str(uuid.uuid4())  # never the previous attempt's id: its ack would delete this copy
+            options = {k: v for k, v in message.options.items() if k != "eta"}
+            options["redis_message_id"] = rid
+            stored: Message = dramatiq.Message(
+                queue_name=message.queue_name.removesuffix(".DQ"),
+                actor_name=message.actor_name,
+                args=message.args,
+                kwargs=message.kwargs,
+                options=options,
+                message_id=message.message_id,
+                message_timestamp=message.message_timestamp,
+            )
+            target = stored.queue_name + list_suffix(stored)
+            entry = f"{stored.queue_name}\n{target}\n{rid}\n{stored.encode().decode()}"
+            staged.append((stored.copy(options={"eta": eta}), [stored.message_id, entry, key or ""]))
+        for message, _ in staged:
+            self.broker.emit_before("enqueue", message, delay_ms)
+        flags: list[int] = []
+        with self.broker.client.pipeline(transaction=False) as pipe:
+            for i in range(0, len(staged), _CHUNK):
+                args = [arg for _, row in staged[i : i + _CHUNK] for arg in row]
+                self._schedule(args=[self.broker.namespace, once_ttl_s, max(0, delay_ms), *args], client=pipe)
+            for chunk in pipe.execute():
+                flags.extend(chunk)
+        out = [message for (message, _), flag in zip(staged, flags) if flag]
+        for message in out:
+            self.broker.emit_after("enqueue", message, delay_ms)
+        return out
+
+    def promote(self, limit: int = 1_000) -> list[Message]:
+        """Release due messages to their lists (atomic: each goes to exactly one caller)."""
+        rows = self._promote(keys=[self.broker.namespace], args=[limit])
+        return [dramatiq.Message.decode(row) for row in rows]
+
+    def cancel(self, message_id: str) -> bool:
+        """Remove a scheduled message; False if it is not scheduled (unknown, already due, or cancelled)."""
+        return bool(self._cancel(keys=[self.zkey, self.hkey, self.ckey], args=[message_id]))
+
+    def count(self) -> int:
+        """How many messages wait in the schedule."""
+        return int(self.broker.client.zcard(self.zkey))
+
+    def counts_key(self) -> str:
+        """The hash of scheduled messages per queue (read it in a pipeline with other stats)."""
+        return self.ckey
+
+    def page(self, offset: int, limit: int) -> list[ScheduledEntry]:
+        """Scheduled messages by eta, ``limit`` from ``offset`` (two round trips)."""
+        rows = self.broker.client.zrange(self.zkey, offset, offset + limit - 1, withscores=True)
+        if not rows:
+            return []
+        entries = self.broker.client.hmget(self.hkey, [member for member, _ in rows])
+        out = []
+        for (member, score), entry in zip(rows, entries):
+            if entry is None:  # promoted or cancelled between the two calls
+                continue
+            queue, _target, _rid, data = entry.decode().split("\n", 3)
+            out.append(ScheduledEntry(member.decode(), int(score), queue, dramatiq.Message.decode(data.encode())))
+        return out

@@ -1,0 +1,237 @@
+"""Consumers of the SQLite broker: leased fetches, cheap idle waits, ack / nack / requeue.
+
+Idle cost: an idle consumer sleeps on the store's change notification (see
+``SQLiteStore.wait_for_change``) and queries its queue again only when something was committed
+to the file or when its next delayed message or expired lease falls due.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterable
+from functools import wraps
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+import dramatiq
+from dramatiq.common import current_millis, q_name
+
+from eventbus.brokers import malformed
+from eventbus.brokers import sqlite_schema as schema
+from eventbus.errors import StoreBusy
+from eventbus.settings import get_settings
+
+if TYPE_CHECKING:
+    from eventbus.brokers.sqlite import SQLiteBroker
+
+_FETCH_MAX = 500
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _as_connection_error(fn: Callable[P, R]) -> Callable[P, R]:
+    """Report file errors as Dramatiq connection errors: the worker then retries acks and restarts
+    the consumer, instead of dropping an ack as an unexpected bug."""
+
+    @wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except (sqlite3.OperationalError, StoreBusy) as exc:
+            raise dramatiq.errors.ConnectionClosed(exc) from exc  # type: ignore[no-untyped-call]
+
+    return wrapper
+
+
+class SQLiteMessage(dramatiq.MessageProxy):
+    """A fetched message and the row it came from."""
+
+    def __init__(self, message: dramatiq.Message[Any], row_id: int) -> None:
+        super().__init__(message)
+        self.row_id = row_id
+
+
+class SQLiteConsumer(dramatiq.Consumer):
+    """Hands out due rows of one queue, leased to this process until acked, nacked or requeued."""
+
+    def __init__(self, broker: SQLiteBroker, queue_name: str, prefetch: int, timeout: int) -> None:
+        self.broker = broker
+        self.store = broker.store
+        self.queue_name = q_name(queue_name)
+        self.prefetch = max(1, prefetch)
+        self.timeout_ms = timeout
+        self.leases = broker.leases(self.queue_name)
+        self.cache: deque[SQLiteMessage] = deque()
+        self._seen = -1
+        self._next_visible_ms = 0
+        self.max_message_bytes = get_settings().max_message_bytes
+
+    @_as_connection_error
+    def __next__(self) -> dramatiq.MessageProxy | None:
+        deadline = time.monotonic() + self.timeout_ms / 1000
+        while True:
+            if self.cache:
+                return self.cache.popleft()
+            self._renew_if_due()
+            generation = self.store.generation
+            room = len(self.leases) < self.prefetch
+            if room and (generation != self._seen or current_millis() >= self._next_visible_ms):
+                self._seen = generation
+                self._fetch()
+                if self.cache:
+                    continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            if room:  # else wait for an ack (a commit) to make room
+                left = min(left, max(0, self._next_visible_ms - current_millis()) / 1000)
+            left = min(left, self.leases.renewed_at + self.broker.lease_s / 4 - time.monotonic())
+            self.store.wait_for_change(generation, left)
+
+    @_as_connection_error
+    def ack(self, message: dramatiq.MessageProxy) -> None:
+        row_id = _row(message)
+        with self.store.transaction() as conn:
+            conn.execute("DELETE FROM messages WHERE id = ?", (row_id,))
+        self.leases.discard([row_id])
+
+    @_as_connection_error
+    def nack(self, message: dramatiq.MessageProxy) -> None:
+        """Move the message to ``dead_letters`` as the worker saw it: final retries, error and traceback."""
+        row_id = _row(message)
+        exception = getattr(message, "_exception", None)
+        now = current_millis()
+        options: dict[str, Any] = {"dead_at": now}
+        if exception is not None:
+            options["error"] = f"{type(exception).__name__}: {exception}"
+            options["error_type"] = type(exception).__name__
+            if "traceback" not in message.options:
+                options["traceback"] = "".join(traceback.format_exception(exception, limit=30))
+        dead = message._message.copy(options=options)
+        with self.store.transaction() as conn:
+            conn.execute("DELETE FROM messages WHERE id = ?", (row_id,))
+            conn.execute(
+                "INSERT INTO dead_letters (queue, message_id, dead_at, error, data) VALUES (?, ?, ?, ?, ?)",
+                (self.queue_name, dead.message_id, now, dead.options.get("error"), dead.encode()),
+            )
+        self.leases.discard([row_id])
+
+    @_as_connection_error
+    def requeue(self, messages: Iterable[dramatiq.MessageProxy]) -> None:
+        """Put unfinished messages back at the head of their priority, visible at once."""
+        ids = [_row(m) for m in messages]
+        if not ids:
+            return
+        with self.store.transaction() as conn:
+            for i in range(0, len(ids), _FETCH_MAX):
+                chunk = ids[i : i + _FETCH_MAX]
+                conn.execute(
+                    f"UPDATE messages SET visible_at = 0, lease_owner = NULL WHERE id IN ({_marks(chunk)})", chunk
+                )
+        self.leases.discard(ids)
+
+    def close(self) -> None:
+        """Give back fetched messages no worker thread has taken yet."""
+        leftovers, self.cache = list(self.cache), deque()
+        self.requeue(leftovers)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _fetch(self) -> None:
+        want = min(self.prefetch - len(self.leases), _FETCH_MAX)
+        now = current_millis()
+        params = {"queue": self.queue_name, "now": now, "n": want}
+        conn = self.store.connection()
+        if not conn.execute(schema.FETCH, {**params, "n": 1}).fetchone():
+            # Nothing ready (or paused): sleep until a commit or until the next row falls due.
+            nxt = conn.execute(schema.NEXT_VISIBLE, params).fetchone()[0]
+            self._next_visible_ms = int(nxt) if nxt is not None else now + 60_000
+            return
+        lease_until = now + int(self.broker.lease_s * 1000)
+        with self.store.transaction() as tx:
+            rows = tx.execute(schema.FETCH, {**params, "now": current_millis()}).fetchall()
+            ids = [row[0] for row in rows]
+            if ids:
+                tx.execute(
+                    f"UPDATE messages SET visible_at = ?, lease_owner = ? WHERE id IN ({_marks(ids)})",
+                    [lease_until, self.broker.owner, *ids],
+                )
+        self.leases.add(ids)
+        # A full batch may mean more is waiting: fetch again as soon as there is room.
+        self._next_visible_ms = 0 if len(ids) == want else now + 60_000
+        bad: list[tuple[int, bytes, str]] = []
+        for row_id, data in rows:
+            try:
+                message = malformed.decode(data, self.max_message_bytes)
+            except malformed.MalformedMessage as exc:
+                bad.append((row_id, data, str(exc)))
+                continue
+            if message.queue_name != self.queue_name:  # a due delayed message: hand it out as a plain one
+                message = message.copy(queue_name=self.queue_name)
+                message.options.pop("eta", None)
+            self.cache.append(SQLiteMessage(message, row_id))
+        if bad:
+            self._dead_letter_malformed(bad)
+
+    def _dead_letter_malformed(self, bad: list[tuple[int, bytes, str]]) -> None:
+        """Move rows that are not usable messages to ``dead_letters`` (reason ``malformed``), raw bytes kept."""
+        now = current_millis()
+        with self.store.transaction() as conn:
+            for row_id, data, error in bad:
+                dead = malformed.dead_letter(data, self.queue_name, error)
+                conn.execute("DELETE FROM messages WHERE id = ?", (row_id,))
+                conn.execute(
+                    "INSERT INTO dead_letters (queue, message_id, dead_at, error, data) VALUES (?, ?, ?, ?, ?)",
+                    (self.queue_name, dead.message_id, now, dead.options["error"], dead.encode()),
+                )
+        self.leases.discard([row_id for row_id, _, _ in bad])
+        for _, _, error in bad:
+            malformed.log_malformed(self.queue_name, error)
+
+    def _renew_if_due(self) -> None:
+        """Extend the lease of every message this process holds on the queue, every quarter lease."""
+        if time.monotonic() - self.leases.renewed_at < self.broker.lease_s / 4:
+            return
+        self.leases.renewed_at = time.monotonic()
+        ids = self.leases.snapshot()
+        if not ids:
+            return
+        lease_until = current_millis() + int(self.broker.lease_s * 1000)
+        with self.store.transaction() as conn:
+            for i in range(0, len(ids), _FETCH_MAX):
+                chunk = ids[i : i + _FETCH_MAX]
+                conn.execute(
+                    f"UPDATE messages SET visible_at = ? WHERE lease_owner = ? AND id IN ({_marks(chunk)})",
+                    [lease_until, self.broker.owner, *chunk],
+                )
+
+
+class DelayQueueConsumer(dramatiq.Consumer):
+    """The consumer Dramatiq starts for ``q.DQ``: idle, because due delayed rows go out through ``q``."""
+
+    def __init__(self, timeout: int) -> None:
+        self.timeout_ms = timeout
+
+    def __next__(self) -> dramatiq.MessageProxy | None:
+        time.sleep(self.timeout_ms / 1000)
+        return None
+
+    def ack(self, message: dramatiq.MessageProxy) -> None:
+        """Never called: this consumer hands out nothing."""
+
+    def nack(self, message: dramatiq.MessageProxy) -> None:
+        """Never called: this consumer hands out nothing."""
+
+
+def _row(message: dramatiq.MessageProxy) -> int:
+    if not isinstance(message, SQLiteMessage):
+        raise TypeError(f"{message!r} was not fetched from a SQLite broker")
+    return message.row_id
+
+
+def _marks(ids: list[int]) -> str:
+    return ",".join("?" * len(ids))

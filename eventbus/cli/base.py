@@ -1,0 +1,22 @@
+"""The root ``eventbus`` group and the options every command shares (each maps to an env var)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import click
+
+from eventbus.settings import Settings, set_settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--broker-url", envvar="EVENTBUS_BROKER_URL", help="redis://… or memory:// (EVENTBUS_BROKER_URL).")
+@click.option("--namespace", envvar="EVENTBUS_NAMESPACE", help="Key prefix in the broker (EVENTBUS_NAMESPACE).")
+def cli(broker_url: str | None, namespace: str | None) -> None:
+    """eventbus: publish events, run workers, and watch and steer the queues."""
+    settings = Settings.from_env()
+    if broker_url:
+        settings = dataclasses.replace(settings, broker_url=broker_url)
+    if namespace:
+        settings = dataclasses.replace(settings, namespace=namespace)
+    set_settings(settings)

@@ -1,0 +1,124 @@
+"""Mail commands: ``eventbus render`` (preview a template) and ``eventbus smtp-sink`` (a development SMTP server)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from email.parser import BytesHeaderParser
+from pathlib import Path
+from typing import Any
+
+import click
+
+from eventbus.cli.base import cli
+from eventbus.errors import EventBusError
+from eventbus.mail.message import build_email, message_id_for
+from eventbus.mail.template import available_templates, render
+from eventbus.settings import get_settings
+
+
+@cli.command("render")
+@click.argument("template", required=False)
+@click.option("--context", "context_json", default="{}", help="The template context as a JSON object.")
+@click.option(
+    "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True
+)
+@click.option("--to", default="preview@example.com", show_default=True, help="The To address of the .eml.")
+@click.option("--list", "list_only", is_flag=True, help="List the templates and exit.")
+def render_command(template: str | None, context_json: str, out_dir: Path, to: str, list_only: bool) -> None:
+    """Render TEMPLATE with --context; writes TEMPLATE.eml and TEMPLATE.html into --out and prints their paths."""
+    settings = get_settings()
+    if list_only or not template:
+        for name in available_templates(settings):
+            click.echo(name)
+        return
+    try:
+        context = json.loads(context_json)
+    except json.JSONDecodeError as exc:
+        raise EventBusError(
+            f"--context is not valid JSON ({exc.msg} at char {exc.pos}); pass e.g. '{{\"a\": 1}}'"
+        ) from None
+    if not isinstance(context, dict):
+        raise EventBusError('--context must be a JSON object, e.g. \'{"name": "Ada"}\'')
+    rendered = render(template, context, settings)
+    email = build_email(
+        rendered,
+        sender=settings.smtp_from,
+        to=[to],
+        message_id=message_id_for(f"preview:{template}", settings.smtp_from),
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    eml, html = out_dir / f"{template}.eml", out_dir / f"{template}.html"
+    eml.write_bytes(email.as_bytes())
+    html.write_text(rendered.html, encoding="utf-8")
+    click.echo(f"subject: {rendered.subject}")
+    click.echo(str(eml))
+    click.echo(str(html))
+
+
+@cli.command("smtp-sink")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=1025, show_default=True)
+@click.option(
+    "--dir",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Store each message here as an .eml file (default: print only).",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="PEM certificate: offer STARTTLS (with --tls-key).",
+)
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None)  # fmt: skip
+def smtp_sink(host: str, port: int, out_dir: Path | None, tls_cert: str | None, tls_key: str | None) -> None:
+    """A development SMTP server: accepts every message, stores it as .eml, prints one line per message."""
+    import ssl
+
+    from aiosmtpd.controller import Controller
+
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    extra: dict[str, Any] = {}
+    if tls_cert:
+        if not tls_key:
+            raise EventBusError("--tls-cert needs --tls-key (the certificate's private key, PEM)")
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(tls_cert, tls_key)
+        extra = {"tls_context": context}
+    controller = Controller(SinkHandler(out_dir), hostname=host, port=port, ready_timeout=10, **extra)
+    controller.start()
+    click.echo(f"smtp-sink listening on {host}:{port}" + (f", storing in {out_dir}" if out_dir else ""), err=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        controller.stop()
+
+
+_PARSER = BytesHeaderParser()
+
+
+class SinkHandler:
+    """aiosmtpd handler: one .eml per message (named by time and count), one printed line each."""
+
+    def __init__(self, out_dir: Path | None) -> None:
+        self.out_dir = out_dir
+        self.count = 0
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        """Store and print; always accepts."""
+        self.count += 1
+        data: bytes = envelope.original_content or envelope.content
+        subject = _PARSER.parsebytes(data, headersonly=True)["Subject"]  # headers only: keep the sink fast
+        name = f"{time.strftime('%Y%m%d-%H%M%S')}-{self.count:06d}.eml"
+        if self.out_dir is not None:
+            await asyncio.to_thread((self.out_dir / name).write_bytes, data)
+        line = f"{name} from={envelope.mail_from} to={','.join(envelope.rcpt_tos)} subject={subject!r}"
+        print(line, flush=True)
+        return "250 2.0.0 stored"

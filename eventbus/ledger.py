@@ -1,0 +1,216 @@
+"""The job ledger's model: one record per job id, the states it moves through, and the writes that move it.
+
+A job id is the Dramatiq ``message_id``: stable across retries (a delivery's is uuid5(event id,
+subscription), a fan-out's is the event id). Each write carries a sequence number
+``requeues * 1e6 + attempt * 10 + rank`` and is applied only if it is not older than the stored one,
+so a late "waiting" from a slow publisher never overwrites "active" from a fast worker.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import dramatiq
+
+from eventbus.delivery import DELIVER_ACTOR, FANOUT_ACTOR
+
+
+class JobState(enum.StrEnum):
+    """Where a job is; terminal states are completed, failed, dead and cancelled."""
+
+    WAITING = "waiting"  # in its queue, ready to run
+    DELAYED = "delayed"  # enqueued with a delay, not due yet
+    ACTIVE = "active"  # a worker runs it
+    RETRYING = "retrying"  # an attempt failed; the next one is scheduled (next_attempt_at_ms)
+    COMPLETED = "completed"
+    DEAD = "dead"  # out of attempts, kept in the dead letters (requeue it, or purge it)
+    FAILED = "failed"  # out of attempts, and its dead letter was purged: history only
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        """True once nothing more will happen to the job by itself."""
+        return self in (JobState.COMPLETED, JobState.DEAD, JobState.FAILED, JobState.CANCELLED)
+
+
+# Phase rank inside one attempt: a write of a lower (attempt, rank) never replaces a higher one.
+_RANK = {
+    JobState.DELAYED: 0,
+    JobState.WAITING: 1,
+    JobState.ACTIVE: 2,
+    JobState.RETRYING: 3,
+    JobState.COMPLETED: 3,
+    JobState.DEAD: 3,
+    JobState.FAILED: 4,
+    JobState.CANCELLED: 4,
+}
+
+
+_STATES = frozenset(s.value for s in JobState)
+
+
+def sequence(requeues: int, attempt: int, state: JobState) -> int:
+    """The ordering key of a write (see the module docstring)."""
+    return requeues * 1_000_000 + attempt * 10 + _RANK[state]
+
+
+_KINDS = {FANOUT_ACTOR: "fanout", DELIVER_ACTOR: "delivery"}
+
+
+def job_kind(actor_name: str) -> str:
+    """'fanout', 'delivery' or 'job' (any other actor)."""
+    return _KINDS.get(actor_name, "job")
+
+
+def canonical_queue(queue_name: str) -> str:
+    """``email.DQ`` -> ``email``: a job belongs to its queue, wherever it waits."""
+    return queue_name.removesuffix(".DQ")
+
+
+def worker_name() -> str:
+    """``host:pid`` of this process, as shown in records and heartbeats."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def transition(
+    message: dramatiq.Message[Any],
+    state: JobState,
+    attempt: int,
+    *,
+    at_ms: int | None = None,
+    **fields: str | int | None,
+) -> dict[str, Any]:
+    """One ledger write for ``message`` entering ``state``: the message's static fields plus ``fields``.
+
+    Every write carries the static fields, so whichever write arrives first creates a complete record.
+    """
+    # Built straight into strings: this runs for every transition, publishers included.
+    options = message.options
+    requeues = int(options.get("requeues", 0))
+    kind = _KINDS.get(message.actor_name, "job")
+    queue = message.queue_name.removesuffix(".DQ")
+    topic = options.get("topic")
+    f: dict[str, str] = {
+        "id": message.message_id,
+        "queue": queue,
+        "actor": message.actor_name,
+        "kind": kind,
+        "enqueued_at_ms": str(message.message_timestamp),
+        "requeues": str(requeues),
+        "attempts": str(attempt),
+    }
+    for name in ("subscription", "event_id", "topic", "priority", "max_retries", "redis_message_id"):
+        value = options.get(name)
+        if value is not None:
+            f[name] = str(value)
+    for name, value in fields.items():
+        if value is not None:
+            f[name] = str(value)
+    op: dict[str, Any] = {
+        "id": message.message_id,
+        "q": queue,
+        "s": state.value,
+        "seq": str(sequence(requeues, attempt, state)),
+        "t": str(at_ms or now_ms()),
+        "kind": kind,
+        "topic": topic or "",
+        "f": f,
+    }
+    # The event is kept for replay once a worker takes its fan-out (not at publish: that is the hot path).
+    if kind == "fanout" and state is JobState.ACTIVE:
+        event = message.kwargs.get("event") if isinstance(message.kwargs, dict) else None
+        if isinstance(event, dict) and "id" in event:
+            op["ev"] = json.dumps(event, separators=(",", ":"))
+            op["eid"] = str(event["id"])
+    return op
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One transition of a job: the state it entered and when."""
+
+    state: JobState
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """What the ledger knows about one job; ``to_dict()`` is its JSON form."""
+
+    id: str
+    queue: str
+    state: JobState
+    actor: str
+    kind: str
+    attempts: int
+    requeues: int = 0
+    subscription: str | None = None
+    event_id: str | None = None
+    topic: str | None = None
+    priority: str | None = None
+    max_retries: int | None = None
+    enqueued_at_ms: int | None = None
+    started_at_ms: int | None = None
+    finished_at_ms: int | None = None
+    next_attempt_at_ms: int | None = None
+    updated_at_ms: int | None = None
+    worker: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    history: list[HistoryEntry] = field(default_factory=list)
+    payload: dict[str, Any] | None = None  # the message's args/kwargs while the broker still holds it
+
+    @classmethod
+    def from_hash(cls, raw: dict[bytes, bytes]) -> JobRecord:
+        """Decode a ledger hash (as read from Redis)."""
+        d = {k.decode(): v.decode() for k, v in raw.items()}
+
+        def num(name: str) -> int | None:
+            value = d.get(name)
+            return int(value) if value not in (None, "") else None
+
+        history = []
+        for item in filter(None, d.get("history", "").split(",")):
+            state, _, at = item.partition("@")
+            if state in _STATES and at.isdigit():
+                history.append(HistoryEntry(JobState(state), int(at)))
+        return cls(
+            id=d["id"],
+            queue=d.get("queue", ""),
+            state=JobState(d.get("state", "waiting")),
+            actor=d.get("actor", ""),
+            kind=d.get("kind", "job"),
+            attempts=num("attempts") or 0,
+            requeues=num("requeues") or 0,
+            subscription=d.get("subscription"),
+            event_id=d.get("event_id"),
+            topic=d.get("topic"),
+            priority=d.get("priority"),
+            max_retries=num("max_retries"),
+            enqueued_at_ms=num("enqueued_at_ms"),
+            started_at_ms=num("started_at_ms"),
+            finished_at_ms=num("finished_at_ms"),
+            next_attempt_at_ms=num("next_attempt_at_ms"),
+            updated_at_ms=num("updated_at"),
+            worker=d.get("worker"),
+            error=d.get("error"),
+            traceback=d.get("traceback"),
+            history=history,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (states as strings)."""
+        out = asdict(self)
+        out["state"] = self.state.value
+        out["history"] = [{"state": h.state.value, "at_ms": h.at_ms} for h in self.history]
+        return out

@@ -1,0 +1,239 @@
+"""The job ledger in Redis: every key it uses, the write script, and the reads the control plane needs.
+
+Keys under the broker namespace:
+
+- ``job:<id>`` hash: the record (see :class:`eventbus.ledger.JobRecord`)
+- ``jobs:<queue>:<state>`` zset: job ids by time of entering that state (list newest first)
+- ``queues`` set: every queue a job or worker used
+- ``processed:<queue>:<5 s bucket>`` counters of finished jobs (expire after 70 s)
+- ``topicstats`` hash: ``<topic>|published``, ``<topic>|deliveries``, ``<topic>|failed``
+- ``event:<id>`` string: a published event (JSON), kept ``event_retention_s`` for replay
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from eventbus.ledger import JobRecord, JobState
+from eventbus.settings import Settings
+
+BUCKET_MS = 5_000
+
+_APPLY = """
+local ns = ARGV[1]
+local ops = cjson.decode(ARGV[2])
+local keep = {completed = tonumber(ARGV[3]), failed = tonumber(ARGV[4])}
+local age = {completed = tonumber(ARGV[5]), failed = tonumber(ARGV[6]), dead = tonumber(ARGV[7])}
+local event_ttl = tonumber(ARGV[8])
+local applied = 0
+for _, op in ipairs(ops) do
+    if op.ev then
+        redis.call("set", ns .. ":event:" .. op.eid, op.ev, "NX", "PX", event_ttl)
+    end
+    local key = ns .. ":job:" .. op.id
+    local cur = redis.call("hmget", key, "seq", "state", "queue", "history")
+    local cur_seq = tonumber(cur[1])
+    local seq = tonumber(op.seq)
+    local store_seq = op.seq
+    if op.force and cur_seq and cur_seq > seq then
+        store_seq = cur[1]
+    end
+    if op.existing and cur_seq == nil then
+        seq = -1
+        cur_seq = 0
+    end
+    if op.force and seq >= 0 or cur_seq == nil or seq >= cur_seq then
+        applied = applied + 1
+        local entry = op.s .. "@" .. op.t
+        local hist = cur[4]
+        if hist then
+            hist = hist .. "," .. entry
+            if #hist > 1500 then
+                local cut = string.find(hist, ",", #hist - 1500, true)
+                if cut then hist = string.sub(hist, cut + 1) end
+            end
+        else
+            hist = entry
+        end
+        local args = {"state", op.s, "seq", store_seq, "updated_at", op.t, "history", hist}
+        for k, v in pairs(op.f) do
+            args[#args + 1] = k
+            args[#args + 1] = v
+        end
+        redis.call("hset", key, unpack(args))
+        if cur[2] and cur[3] then
+            redis.call("zrem", ns .. ":jobs:" .. cur[3] .. ":" .. cur[2], op.id)
+        end
+        local zkey = ns .. ":jobs:" .. op.q .. ":" .. op.s
+        redis.call("zadd", zkey, op.t, op.id)
+        if cur[1] == false then
+            redis.call("sadd", ns .. ":queues", op.q)
+            if op.kind == "fanout" then
+                redis.call("hincrby", ns .. ":topicstats", op.topic .. "|published", 1)
+            end
+        end
+        local changed = cur[2] ~= op.s
+        if op.s == "completed" or op.s == "dead" then
+            if changed then
+                local bucket = ns .. ":processed:" .. op.q .. ":" .. math.floor(tonumber(op.t) / 5000)
+                redis.call("incr", bucket)
+                redis.call("pexpire", bucket, 70000)
+                if op.kind == "delivery" then
+                    local name = op.s == "completed" and "|deliveries" or "|failed"
+                    redis.call("hincrby", ns .. ":topicstats", op.topic .. name, 1)
+                end
+            end
+        end
+        if keep[op.s] then
+            redis.call("pexpire", key, age[op.s])
+            local n = redis.call("zcard", zkey)
+            if n > keep[op.s] then
+                local old = redis.call("zpopmin", zkey, n - keep[op.s])
+                for i = 1, #old, 2 do
+                    redis.call("del", ns .. ":job:" .. old[i])
+                end
+            end
+        elseif op.s == "dead" then
+            redis.call("pexpire", key, age.dead)
+        else
+            redis.call("persist", key)
+        end
+    end
+end
+return applied
+"""
+
+# Remove records of one (queue, state): older than a cutoff, or beyond the newest ``keep``.
+_TRIM = """
+local ns, zkey = ARGV[1], ARGV[2]
+local ids
+if ARGV[3] ~= "" then
+    ids = redis.call("zrangebyscore", zkey, "-inf", ARGV[3], "LIMIT", 0, 1000)
+else
+    local n = redis.call("zcard", zkey) - tonumber(ARGV[4])
+    if n <= 0 then return 0 end
+    ids = redis.call("zrange", zkey, 0, math.min(n, 1000) - 1)
+end
+for _, id in ipairs(ids) do
+    redis.call("zrem", zkey, id)
+    redis.call("del", ns .. ":job:" .. id)
+end
+return #ids
+"""
+
+_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long terminal records stay (count per queue and age)."""
+
+    keep_completed: int
+    keep_failed: int
+    completed_max_age_s: int
+    failed_max_age_s: int
+    dead_ttl_s: int
+    event_retention_s: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Retention:
+        return cls(
+            keep_completed=settings.keep_completed,
+            keep_failed=settings.keep_failed,
+            completed_max_age_s=settings.completed_max_age_s,
+            failed_max_age_s=settings.failed_max_age_s,
+            dead_ttl_s=settings.dead_letter_ttl_s,
+            event_retention_s=settings.event_retention_s,
+        )
+
+    def args(self) -> list[int]:
+        """The retention arguments of the apply script, in milliseconds."""
+        return [
+            self.keep_completed,
+            self.keep_failed,
+            max(1, self.completed_max_age_s) * 1000,
+            max(1, self.failed_max_age_s) * 1000,
+            (max(1, self.dead_ttl_s) + 86_400) * 1000,  # the record outlives its dead letter by a day
+            max(1, self.event_retention_s) * 1000,
+        ]
+
+
+class RedisLedger:
+    """Reads and writes the ledger of one namespace."""
+
+    def __init__(self, client: redis.Redis, namespace: str, retention: Retention) -> None:  # type: ignore[type-arg]
+        self.client = client
+        self.namespace = namespace
+        self.retention = retention
+        self._apply = client.register_script(_APPLY)
+        self._trim = client.register_script(_TRIM)
+
+    def key(self, *parts: str) -> str:
+        return ":".join((self.namespace, *parts))
+
+    def job_key(self, job_id: str) -> str:
+        return self.key("job", job_id)
+
+    def state_key(self, queue: str, state: JobState | str) -> str:
+        return self.key("jobs", queue, str(state))
+
+    def apply(self, ops: Sequence[dict[str, Any]]) -> int:
+        """Apply writes in order, in one round trip; returns how many were newer than the stored records."""
+        if not ops:
+            return 0
+        args = self.retention.args()
+        chunks = [json.dumps(ops[i : i + _CHUNK], separators=(",", ":")) for i in range(0, len(ops), _CHUNK)]
+        if len(chunks) == 1:
+            return int(self._apply(args=[self.namespace, chunks[0], *args]))
+        with self.client.pipeline(transaction=False) as pipe:
+            for chunk in chunks:
+                self._apply(args=[self.namespace, chunk, *args], client=pipe)
+            return sum(int(n) for n in pipe.execute())
+
+    def get(self, job_ids: Iterable[str]) -> list[JobRecord | None]:
+        """The records of ``job_ids`` (None where there is none), in one round trip."""
+        ids = list(job_ids)
+        if not ids:
+            return []
+        with self.client.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hgetall(self.job_key(job_id))
+            raws = pipe.execute()
+        return [JobRecord.from_hash(raw) if raw and b"id" in raw else None for raw in raws]
+
+    def queues(self) -> set[str]:
+        """Every queue a job or a worker used under this namespace."""
+        return {q.decode() for q in self.client.smembers(self.key("queues"))}
+
+    def register_queues(self, queues: Iterable[str]) -> None:
+        names = list(queues)
+        if names:
+            self.client.sadd(self.key("queues"), *names)
+
+    def trim(self, queue: str, state: JobState, *, older_than_ms: int | None = None, keep: int | None = None) -> int:
+        """Remove records of ``queue`` in ``state`` older than the cutoff (epoch ms) or beyond the newest ``keep``."""
+        removed = 0
+        while True:
+            n = int(
+                self._trim(
+                    args=[
+                        self.namespace,
+                        self.state_key(queue, state),
+                        "" if older_than_ms is None else older_than_ms,
+                        keep or 0,
+                    ]
+                )
+            )
+            removed += n
+            if n < 1000:
+                return removed
+
+    def event(self, event_id: str) -> dict[str, Any] | None:
+        """A stored published event, or None once past its retention."""
+        raw = self.client.get(self.key("event", event_id))
+        return json.loads(raw) if raw else None

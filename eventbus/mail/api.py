@@ -1,0 +1,235 @@
+"""``send_email`` and ``send_bulk_email``: check everything now, then enqueue send jobs in pipelined batches."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+import redis
+from dramatiq.middleware import CurrentMessage
+
+from eventbus.broker import describe, get_broker
+from eventbus.brokers import BusBroker, Message
+from eventbus.bus import _delay_ms
+from eventbus.delivery import build_message
+from eventbus.errors import MailError, PayloadNotSerializable, PublishError
+from eventbus.mail.job import EMAIL_QUEUE, SEND_ACTOR
+from eventbus.mail.message import (
+    Attachment,
+    attachments_json,
+    check_address,
+    check_headers,
+    check_sender,
+    message_id_for,
+)
+from eventbus.mail.record import SendState, new_fields, record_store
+from eventbus.mail.template import check_template, render, render_subject
+from eventbus.priority import Priority
+from eventbus.settings import Settings, get_settings
+
+_BATCH = 500
+_JOB_IDS = uuid.UUID("3d0f5f0e-8d2b-4b7e-b6a3-7f6d3c2e1a90")
+
+
+@dataclass(frozen=True)
+class QueuedEmail:
+    """What ``send_email`` did: the idempotency key, the Message-ID, and whether a job was enqueued."""
+
+    key: str
+    message_id: str
+    enqueued: bool
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    """What ``send_bulk_email`` did: jobs enqueued, and recipients skipped (already queued or sent)."""
+
+    total: int
+    enqueued: int
+    skipped: int
+    keys: list[str]
+
+
+def send_email(
+    template: str,
+    to: str | Sequence[str],
+    context: Mapping[str, Any],
+    *,
+    priority: Priority | str = Priority.NORMAL,
+    delay: timedelta | None = None,
+    at: datetime | None = None,
+    idempotency_key: str | None = None,
+    reply_to: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    attachments: Sequence[Attachment | tuple[str, bytes, str]] | None = None,
+) -> QueuedEmail:
+    """Check and render now, then enqueue one send job; the same key twice sends once.
+
+    Raises TemplateNotFound, TemplateError, InvalidAddress, HeaderInjection or MailError before
+    anything is written. The default key inside a subscriber is event id + subscription +
+    recipient + template, so a redelivered event never sends the same email twice.
+    """
+    settings = get_settings()
+    recipients = _recipients([to] if isinstance(to, str) else to)
+    level = Priority.parse(priority, Priority.NORMAL)
+    extra = _extras(reply_to, headers, attachments, settings)
+    render(template, context, settings)  # every error shows up here, not later in the worker
+    key = idempotency_key or f"{_key_base()}:{','.join(recipients)}:{template}"
+    if not isinstance(key, str) or not 0 < len(key) <= 400:
+        raise MailError(f"idempotency_key must be a non-empty string of at most 400 characters, got {key!r}")
+    message, row = _job(template, recipients, dict(context), key, level, extra, settings)
+    done = _enqueue([message], [row], _delay_ms(delay, at), settings)
+    return QueuedEmail(key=key, message_id=message.kwargs["message_id"], enqueued=bool(done))
+
+
+def send_bulk_email(
+    template: str,
+    recipients: Iterable[str],
+    context: Mapping[str, Any],
+    per_recipient: Mapping[str, Mapping[str, Any]] | Callable[[str], Mapping[str, Any]] | None = None,
+    *,
+    priority: Priority | str = Priority.LOW,
+    delay: timedelta | None = None,
+    at: datetime | None = None,
+    idempotency_key: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> BulkResult:
+    """One email per distinct recipient, enqueued 500 per round trip; ``progress(done, total)`` after each batch.
+
+    ``per_recipient`` adds context per address (a mapping, or a function of the address). Every
+    address and every subject is checked before the first job is written.
+    """
+    settings = get_settings()
+    check_template(template, settings)
+    level = Priority.parse(priority, Priority.LOW)
+    addresses = _recipients(recipients)
+    base = dict(context)
+    contexts = [_merge(base, per_recipient, address) for address in addresses]
+    if contexts:
+        render(template, contexts[0], settings)
+        if per_recipient is not None:
+            for ctx in contexts[1:]:
+                render_subject(template, ctx, settings)
+    base_key = idempotency_key or _key_base()
+    suffix = "" if idempotency_key else f":{template}"
+    jobs = [
+        _job(template, [a], ctx, f"{base_key}:{a}{suffix}", level, {}, settings) for a, ctx in zip(addresses, contexts)
+    ]
+    delay_ms = _delay_ms(delay, at)
+    enqueued = 0
+    for i in range(0, len(jobs), _BATCH):
+        batch = jobs[i : i + _BATCH]
+        enqueued += _enqueue([m for m, _ in batch], [r for _, r in batch], delay_ms, settings)
+        if progress is not None:
+            progress(min(i + _BATCH, len(jobs)), len(jobs))
+    keys = [r[0] for _, r in jobs]
+    return BulkResult(total=len(jobs), enqueued=enqueued, skipped=len(jobs) - enqueued, keys=keys)
+
+
+def _recipients(values: Iterable[str]) -> list[str]:
+    if isinstance(values, str | bytes):
+        raise MailError("recipients must be a list of addresses, not one string")
+    out: list[str] = []
+    seen: set[str] = set()
+    for value in values:
+        address = check_address(value)
+        if address.lower() not in seen:
+            seen.add(address.lower())
+            out.append(address)
+    return out
+
+
+def _extras(
+    reply_to: str | None,
+    headers: Mapping[str, str] | None,
+    attachments: Sequence[Attachment | tuple[str, bytes, str]] | None,
+    settings: Settings,
+) -> dict[str, Any]:
+    check_sender(settings.smtp_from)
+    extra: dict[str, Any] = {}
+    if reply_to is not None:
+        extra["reply_to"] = check_address(reply_to, field="reply_to")
+    if headers:
+        extra["headers"] = check_headers(headers)
+    if attachments:
+        extra["attachments"] = attachments_json(attachments)
+    return extra
+
+
+def _merge(
+    base: dict[str, Any],
+    per_recipient: Mapping[str, Mapping[str, Any]] | Callable[[str], Mapping[str, Any]] | None,
+    address: str,
+) -> dict[str, Any]:
+    if per_recipient is None:
+        return base
+    extra = per_recipient(address) if callable(per_recipient) else per_recipient.get(address, {})
+    return {**base, **extra}
+
+
+def _key_base() -> str:
+    """Inside a delivery: event id + subscription (recipient and template follow); elsewhere a fresh id."""
+    message = CurrentMessage.get_current_message()
+    event_id = message.options.get("event_id") if message is not None else None
+    subscription = message.options.get("subscription") if message is not None else None
+    if event_id and subscription:
+        return f"{event_id}:{subscription}"
+    return uuid.uuid4().hex
+
+
+def _job(
+    template: str,
+    to: list[str],
+    context: dict[str, Any],
+    key: str,
+    level: Priority,
+    extra: dict[str, Any],
+    settings: Settings,
+) -> tuple[Message, tuple[str, dict[str, str]]]:
+    message_id = message_id_for(key, settings.smtp_from)
+    kwargs = {"template": template, "to": to, "context": context, "key": key, "message_id": message_id, **extra}
+    options = {
+        "priority": level.value,
+        "max_retries": settings.mail_max_retries,
+        "min_backoff": settings.min_backoff_ms,
+        "max_backoff": settings.max_backoff_ms,
+        "idempotency_key": key,
+    }
+    message = build_message(EMAIL_QUEUE, SEND_ACTOR, kwargs, options, str(uuid.uuid5(_JOB_IDS, key)))
+    return message, (key, new_fields(to, template, message_id))
+
+
+def _enqueue(
+    messages: list[Message], rows: list[tuple[str, dict[str, str]]], delay_ms: int | None, settings: Settings
+) -> int:
+    """Create pending records, then enqueue the jobs whose email is not already sent or failed."""
+    broker = get_broker()
+    checked: set[int] = set()
+    for m in messages:
+        context = m.kwargs["context"]
+        if id(context) not in checked:  # bulk sends share one context object: check it once
+            checked.add(id(context))
+            try:
+                json.dumps(m.kwargs)
+            except (TypeError, ValueError) as exc:
+                raise PayloadNotSerializable(
+                    f"email context cannot be written as JSON ({exc}); use str, int, float, bool, None, list, dict"
+                ) from None
+    try:
+        states = record_store(broker).create_pending(rows)
+        todo = [(m, r) for m, r, s in zip(messages, rows, states) if s in (None, SendState.PENDING)]
+        if not todo:
+            return 0
+        done = cast(BusBroker, broker).enqueue_many(
+            [m for m, _ in todo],
+            delay_ms=delay_ms,
+            once_keys=[f"mail:{r[0]}" for _, r in todo],
+            once_ttl_s=settings.dedup_window_s,
+        )
+    except redis.RedisError as exc:
+        raise PublishError(f"could not enqueue {len(messages)} email(s) on {describe(broker)}: {exc}") from None
+    return len(done)

@@ -1,0 +1,142 @@
+"""SMTP connections reused across jobs in a worker process (aiosmtplib), and one mail transaction.
+
+The pool lives on the worker's event loop (Dramatiq's AsyncIO middleware runs one loop per process),
+is created lazily inside the first send, re-opens a connection after any failure, and is closed by
+:class:`eventbus.mail.middleware.SmtpPoolCloser` when the worker stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import weakref
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+import aiosmtplib
+
+from eventbus.settings import Settings
+
+_IDLE_CHECK_S = 20.0
+_UNPOOLED_CONCURRENCY = 64  # without a pool, concurrency is bounded by the worker's threads anyway
+
+
+@dataclass
+class Outcome:
+    """The result of one transaction: recipients accepted, recipients refused (code, text), the 250 reply."""
+
+    accepted: list[str] = field(default_factory=list)
+    refused: dict[str, tuple[int, str]] = field(default_factory=dict)
+    reply: str = ""
+
+
+class SmtpPool:
+    """Up to ``size`` connections; ``pooled=False`` opens and closes one per email (the naive path)."""
+
+    def __init__(self, settings: Settings, *, size: int | None = None, pooled: bool = True) -> None:
+        self.settings = settings
+        self.pooled = pooled and settings.smtp_pool_size > 0
+        self.size = size or (settings.smtp_pool_size if self.pooled else _UNPOOLED_CONCURRENCY)
+        self.opened = 0
+        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
+        self._slots: asyncio.Semaphore | None = None
+
+    async def _open(self) -> aiosmtplib.SMTP:
+        s = self.settings
+        smtp = aiosmtplib.SMTP(
+            hostname=s.smtp_host,
+            port=s.smtp_port,
+            timeout=s.smtp_timeout_s,
+            use_tls=s.smtp_tls,
+            start_tls=False if s.smtp_tls else s.smtp_starttls,
+            validate_certs=s.smtp_verify_certs,
+            username=s.smtp_user or None,
+            password=s.smtp_pass or None,
+        )
+        await smtp.connect()
+        self.opened += 1
+        return smtp
+
+    async def _take(self) -> aiosmtplib.SMTP:
+        while self._idle:
+            smtp, last_used = self._idle.pop()
+            if not smtp.is_connected:
+                continue
+            if time.monotonic() - last_used > _IDLE_CHECK_S:
+                try:  # the server may have dropped an idle connection; find out before a transaction
+                    await smtp.noop()
+                except (aiosmtplib.SMTPException, OSError):
+                    smtp.close()
+                    continue
+            return smtp
+        return await self._open()
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[aiosmtplib.SMTP]:
+        """A connected client; it goes back to the pool only if the block finished without an error."""
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.size)
+        async with self._slots:
+            smtp = await self._take()
+            ok = False
+            try:
+                yield smtp
+                ok = True
+            finally:
+                if ok and self.pooled and smtp.is_connected:
+                    self._idle.append((smtp, time.monotonic()))
+                elif ok:
+                    with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+                        await smtp.quit()
+                else:
+                    smtp.close()  # after a failure the connection may be mid-transaction: never reuse it
+
+    async def close(self) -> None:
+        """QUIT every idle connection."""
+        idle, self._idle = self._idle, []
+        for smtp, _ in idle:
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+                await smtp.quit()
+            smtp.close()
+
+
+async def transact(smtp: aiosmtplib.SMTP, sender: str, recipients: Sequence[str], data: bytes) -> Outcome:
+    """MAIL, one RCPT per recipient, DATA; refused recipients are collected, not raised.
+
+    Raises aiosmtplib errors for a refused sender, a refused DATA or a dropped connection.
+    With every recipient refused, nothing is sent (RSET) and ``accepted`` is empty.
+    """
+    await smtp.mail(sender)
+    outcome = Outcome()
+    for rcpt in recipients:
+        try:
+            await smtp.rcpt(rcpt)
+            outcome.accepted.append(rcpt)
+        except aiosmtplib.SMTPRecipientRefused as exc:
+            outcome.refused[rcpt] = (exc.code, exc.message)
+    if not outcome.accepted:
+        await smtp.rset()
+        return outcome
+    response = await smtp.data(data)
+    outcome.reply = response.message
+    return outcome
+
+
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SmtpPool] = weakref.WeakKeyDictionary()
+
+
+def get_pool(settings: Settings) -> SmtpPool:
+    """The pool of the running event loop (one per worker process); SMTP_POOL_SIZE=0 means no reuse."""
+    loop = asyncio.get_running_loop()
+    pool = _pools.get(loop)
+    if pool is None:
+        pool = _pools[loop] = SmtpPool(settings)
+    return pool
+
+
+async def close_pools() -> None:
+    """Close the pool of the running loop (called on worker shutdown)."""
+    pool = _pools.pop(asyncio.get_running_loop(), None)
+    if pool is not None:
+        await pool.close()

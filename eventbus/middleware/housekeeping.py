@@ -1,0 +1,157 @@
+"""The background work every worker process does for the queues (Redis only).
+
+Two daemon threads per worker process, started after boot:
+
+- *heartbeat*: every ``heartbeat_interval_s`` one round trip writes this worker's heartbeat and
+  renews its concurrency leases; every few seconds it also runs the janitor
+  (:meth:`RedisRecovery.recover`), which redelivers the messages of workers whose heartbeat is older
+  than ``heartbeat_timeout_s`` and dead-letters messages that keep killing their worker.
+- *scheduler*: every ``scheduler_poll_ms`` it releases due scheduled messages to their queues and
+  publishes due cron ticks (:mod:`eventbus.cron`).
+
+A live worker heartbeats from its own thread, so a worker whose threads are all busy on long jobs
+is never mistaken for a dead one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+import dramatiq
+
+from eventbus import cron, signals
+from eventbus.event import Event
+from eventbus.middleware.limits import LEASES
+from eventbus.settings import Settings
+
+logger = logging.getLogger("eventbus")
+
+
+class Housekeeping(dramatiq.Middleware):
+    """Heartbeats, crash recovery, the schedule promoter and cron ticks, in every worker process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._stop_schedule = threading.Event()
+        self._stop_heartbeat = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._cron_last_ms: dict[str, int] = {}
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
+        """Starts the heartbeat and scheduler threads (no-op on brokers without a Redis store)."""
+        if getattr(broker, "recovery", None) is None:
+            return
+        self._beat(broker)
+        self._register_schedules(broker)
+        for name, target in (("heartbeat", self._heartbeat_loop), ("scheduler", self._schedule_loop)):
+            thread = threading.Thread(target=target, args=(broker,), name=f"eventbus-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+        """Stops releasing scheduled messages; heartbeats go on while in-flight jobs finish."""
+        self._stop_schedule.set()
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+        """Stops the heartbeat once every job is done."""
+        self._stop_heartbeat.set()
+
+    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+        """Marks the message started, so a crash while it runs counts toward its lost deliveries."""
+        recovery = getattr(broker, "recovery", None)
+        rid = message.options.get("redis_message_id")
+        if recovery is not None and rid:
+            recovery.mark_started(rid)
+
+    # heartbeat thread
+
+    def _beat(self, broker: Any) -> None:
+        with broker.client.pipeline(transaction=False) as pipe:
+            pipe.zadd(broker.key("__heartbeats__"), {broker.broker_id: int(time.time() * 1000)})
+            broker.limits.renew(LEASES.items(), int(self.settings.heartbeat_timeout_s * 1000), pipe)
+            pipe.execute()
+
+    def _heartbeat_loop(self, broker: Any) -> None:
+        interval_s = max(0.05, self.settings.heartbeat_interval_s)
+        janitor_every_s = max(interval_s, min(2.0, self.settings.heartbeat_timeout_s / 3))
+        next_janitor = time.monotonic() + janitor_every_s
+        while not self._stop_heartbeat.wait(interval_s):
+            try:
+                self._beat(broker)
+                if time.monotonic() >= next_janitor:
+                    next_janitor = time.monotonic() + janitor_every_s
+                    self._janitor(broker)
+            except Exception:
+                logger.warning("eventbus heartbeat failed; retrying in %.1f s", interval_s, exc_info=True)
+
+    def _janitor(self, broker: Any) -> None:
+        done = broker.recovery.recover(
+            timeout_s=self.settings.heartbeat_timeout_s,
+            max_lost=self.settings.max_lost_deliveries,
+            suspect_spread_ms=self.settings.suspect_spread_ms,
+        )
+        if done.recovered:
+            logger.warning(
+                "redelivered %d message(s) held by %d worker(s) that stopped heartbeating",
+                done.recovered,
+                done.dead_workers,
+            )
+        for message in done.poisoned:
+            logger.error(
+                "dead-lettered message %s (%s) on queue %r: %s",
+                message.message_id,
+                message.actor_name,
+                message.queue_name,
+                message.options.get("error"),
+            )
+            event = message.kwargs.get("event") if isinstance(message.kwargs, dict) else None
+            if isinstance(event, dict):
+                signals.dead_lettered.send(
+                    Event.from_dict(event),
+                    subscription=message.kwargs.get("subscription"),
+                    error=message.options.get("error"),
+                )
+
+    # scheduler thread
+
+    def _schedule_loop(self, broker: Any) -> None:
+        boot_ms = int(time.time() * 1000)
+        for found in cron.all_schedules():
+            self._cron_last_ms.setdefault(found.name, boot_ms)
+        while not self._stop_schedule.wait(self.settings.scheduler_poll_ms / 1000):
+            try:
+                self._promote(broker)
+                self._run_cron(broker)
+            except Exception:
+                logger.warning("eventbus scheduler pass failed; retrying", exc_info=True)
+
+    def _promote(self, broker: Any) -> None:
+        while True:
+            released = broker.schedule.promote(1_000)
+            for message in released:
+                broker.emit_after("enqueue", message, None)
+            if len(released) < 1_000:
+                return
+
+    def _run_cron(self, broker: Any) -> None:
+        now_ms = int(time.time() * 1000)
+        for found in cron.all_schedules():
+            last = self._cron_last_ms.setdefault(found.name, now_ms)
+            ticks = found.ticks(last, now_ms)
+            for tick in ticks:
+                try:
+                    cron.publish_tick(found, tick)
+                except Exception:
+                    logger.exception("schedule %r could not publish its tick at %d", found.name, tick)
+            self._cron_last_ms[found.name] = now_ms
+            if ticks:
+                broker.client.hset(broker.key("schedules.last"), found.name, ticks[-1])
+
+    def _register_schedules(self, broker: Any) -> None:
+        found = cron.all_schedules()
+        if found:
+            broker.client.hset(broker.key("schedules"), mapping={s.name: json.dumps(s.describe()) for s in found})

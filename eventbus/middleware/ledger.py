@@ -1,0 +1,210 @@
+"""Records every job transition in the ledger, buffered: one pipelined write per ~25 ms per process.
+
+Hooks write into a per-process buffer; a flusher thread applies it in one round trip, so the
+actor path pays no Redis round trip. The thread starts on first use (publishers) or at worker
+boot, and is drained at worker shutdown and at interpreter exit. A ``kill -9`` loses at most
+the last ~25 ms of writes; the next write for those jobs (which carries every field) repairs them.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import logging
+import os
+import threading
+import traceback
+from typing import Any
+
+import dramatiq
+
+from eventbus.delivery import FANOUT_ACTOR
+from eventbus.ledger import JobState, canonical_queue, now_ms, transition, worker_name
+from eventbus.ledger_redis import RedisLedger, Retention
+from eventbus.settings import Settings
+
+logger = logging.getLogger("eventbus.ledger")
+
+FLUSH_INTERVAL_S = 0.025
+
+
+class LedgerWriter:
+    """A buffer of ledger writes and the thread that flushes it."""
+
+    def __init__(self, store: RedisLedger, interval_s: float = FLUSH_INTERVAL_S) -> None:
+        self.store = store
+        self.interval_s = interval_s
+        self._ops: collections.deque[dict[str, Any]] = collections.deque()
+        self._flush_lock = threading.Lock()
+        self._start_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def add(self, op: dict[str, Any]) -> None:
+        """Queue one write; it reaches Redis within ``interval_s``."""
+        self._ops.append(op)
+        if self._pid != os.getpid():
+            self.start()
+
+    def start(self) -> None:
+        """Start the flusher thread in this process (again after a fork)."""
+        with self._start_lock:
+            if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
+                return
+            self._pid = os.getpid()
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="eventbus-ledger", daemon=True)
+            self._thread.start()
+            atexit.register(self.flush)
+
+    def stop(self) -> None:
+        """Stop the thread and write whatever is buffered."""
+        self._stop.set()
+        if self._thread is not None and self._pid == os.getpid():
+            self._thread.join(5)
+        self.flush()
+
+    def flush(self) -> int:
+        """Write everything buffered now, in order; returns the number of writes sent."""
+        with self._flush_lock:
+            ops = []
+            while self._ops:
+                ops.append(self._ops.popleft())
+            if not ops:
+                return 0
+            try:
+                self.store.apply(ops)
+            except Exception as exc:  # never let bookkeeping break the work; keep the writes for the next try
+                if len(self._ops) < 100_000:
+                    self._ops.extendleft(reversed(ops))
+                logger.warning("ledger write of %d transitions failed (%s); will retry", len(ops), exc)
+                return 0
+            return len(ops)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.flush()
+
+
+class Ledger(dramatiq.Middleware):
+    """Writes waiting/delayed/active/retrying/completed/dead for every message of a Redis broker."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.writer: LedgerWriter | None = None
+        self._local = threading.local()
+        self._worker = worker_name()
+
+    def bind(self, broker: Any) -> LedgerWriter | None:
+        """The writer for ``broker`` (None if the ledger is off or the broker keeps no ledger)."""
+        if self.writer is None and self.settings.ledger and hasattr(broker, "client"):
+            store = RedisLedger(broker.client, broker.namespace, Retention.from_settings(self.settings))
+            self.writer = LedgerWriter(store)
+        return self.writer
+
+    def _write(self, broker: dramatiq.Broker, op: dict[str, Any]) -> None:
+        writer = self.writer or self.bind(broker)
+        if writer is not None:
+            writer.add(op)
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        """Start flushing as soon as the worker runs."""
+        self._worker = worker_name()
+        writer = self.bind(broker)
+        if writer is not None:
+            writer.start()
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        """Drain the buffer: the last transitions of a stopping worker are not lost."""
+        if self.writer is not None:
+            self.writer.stop()
+
+    def after_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: int | None) -> None:
+        """waiting, delayed (eta in the future) or retrying (eta set by Retries after a failure)."""
+        options = message.options
+        retries = int(options.get("retries", 0))
+        eta = options.get("eta")
+        if eta is None:
+            if retries == 0 and message.actor_name == FANOUT_ACTOR:
+                # A fresh event: the publisher's hot path writes no record. The control plane finds a
+                # waiting event in the broker (stored under its event id) until a worker takes it.
+                return
+            self._write(broker, transition(message, JobState.WAITING, retries + 1))
+        elif retries and "traceback" in options:
+            error = self._error_for(message.message_id) or _last_line(options.get("traceback"))
+            op = transition(message, JobState.RETRYING, retries, next_attempt_at_ms=eta, error=error)
+            op["f"]["traceback"] = str(options["traceback"])
+            self._write(broker, op)
+        else:
+            self._write(broker, transition(message, JobState.DELAYED, retries + 1, next_attempt_at_ms=eta))
+
+    def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        """active; remembers the attempt number on the message for the later writes."""
+        attempt = int(message.options.get("retries", 0)) + 1
+        message._ledger_attempt = attempt
+        self._write(
+            broker,
+            transition(message._message, JobState.ACTIVE, attempt, started_at_ms=now_ms(), worker=self._worker),
+        )
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: dramatiq.MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        """Keep the error text for the retry's write, which Retries makes right after this hook."""
+        self._local.error = (message.message_id, f"{type(exception).__name__}: {exception}") if exception else None
+
+    def after_ack(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+        """completed, for messages this process ran without an exception (not skipped, not the .DQ copy)."""
+        attempt = getattr(message, "_ledger_attempt", None)
+        if attempt is None or getattr(message, "_exception", None) is not None:
+            return
+        self._write(broker, transition(message._message, JobState.COMPLETED, attempt, finished_at_ms=now_ms()))
+
+    def before_nack(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+        """Store the attempt count in the dead letter (Retries' count is one short for aborted jobs)."""
+        attempt = getattr(message, "_ledger_attempt", None)
+        if attempt is not None:
+            message.options["attempts"] = attempt
+
+    def after_nack(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+        """dead: out of attempts (or aborted), with the final attempt's error and traceback."""
+        exception: BaseException | None = getattr(message, "_exception", None)
+        attempt = getattr(message, "_ledger_attempt", None) or int(message.options.get("retries", 0)) + 1
+        tb = message.options.get("traceback")
+        if not tb and exception is not None:
+            tb = "".join(traceback.format_exception(exception, limit=30))
+        op = transition(
+            message._message,
+            JobState.DEAD,
+            attempt,
+            finished_at_ms=now_ms(),
+            error=f"{type(exception).__name__}: {exception}" if exception else _last_line(tb),
+            worker=self._worker,
+        )
+        op["q"] = canonical_queue(message.queue_name)
+        if tb:
+            op["f"]["traceback"] = str(tb)
+        self._write(broker, op)
+
+    def _error_for(self, message_id: str) -> str | None:
+        stashed = getattr(self._local, "error", None)
+        return stashed[1] if stashed and stashed[0] == message_id else None
+
+
+def _last_line(text: object) -> str | None:
+    lines = [line for line in str(text or "").splitlines() if line.strip()]
+    return lines[-1] if lines else None
+
+
+def ledger_writer(broker: dramatiq.Broker) -> LedgerWriter | None:
+    """The ledger writer of ``broker``'s Ledger middleware, if any (control plane: flush after writes)."""
+    for middleware in broker.middleware:
+        if isinstance(middleware, Ledger):
+            return middleware.bind(broker)
+    return None

@@ -1,0 +1,73 @@
+"""``notify``: check, then enqueue one job per channel in one round trip."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+import redis
+
+from eventbus.broker import describe, get_broker
+from eventbus.brokers import BusBroker
+from eventbus.delivery import build_message
+from eventbus.errors import NotificationError, PublishError
+from eventbus.notifications.channel import default_channels, get_channel
+from eventbus.notifications.job import NOTIFICATIONS_QUEUE, NOTIFY_ACTOR
+from eventbus.notifications.notification import Notification
+from eventbus.priority import Priority
+from eventbus.settings import get_settings
+
+_JOB_IDS = uuid.UUID("5b8f0a3e-2f4c-4f7e-9c1d-6a2b3c4d5e6f")
+
+
+def notify(
+    user_id: str | int,
+    title: str,
+    body: str,
+    *,
+    kind: str = "info",
+    data: Mapping[str, Any] | None = None,
+    channels: Sequence[str] | None = None,
+    priority: Priority | str = Priority.NORMAL,
+) -> Notification:
+    """Send a notification to ``user_id`` through ``channels`` (default: inbox, plus webhook if configured).
+
+    Unknown channels and unserialisable ``data`` raise NotificationError before anything is written.
+    """
+    settings = get_settings()
+    if isinstance(user_id, bool) or not isinstance(user_id, str | int) or str(user_id) == "":
+        raise NotificationError(f"user_id must be a non-empty str or int, got {user_id!r}")
+    for name, value in (("title", title), ("body", body), ("kind", kind)):
+        if not isinstance(value, str):
+            raise NotificationError(f"{name} must be a str, got {type(value).__name__}")
+    names = list(dict.fromkeys(channels if channels is not None else default_channels(settings)))
+    if not names:
+        raise NotificationError("channels is empty; pass e.g. channels=['inbox']")
+    for name in names:
+        get_channel(name, settings)
+    notification = Notification(user_id=str(user_id), title=title, body=body, kind=kind, data=dict(data or {}))
+    try:
+        json.dumps(notification.data)
+    except (TypeError, ValueError) as exc:
+        raise NotificationError(
+            f"data cannot be written as JSON ({exc}); use str, int, float, bool, list, dict"
+        ) from None
+    level = Priority.parse(priority, Priority.NORMAL)
+    messages = [
+        build_message(
+            NOTIFICATIONS_QUEUE,
+            NOTIFY_ACTOR,
+            {"notification": notification.to_dict(), "channel": name},
+            {"priority": level.value},
+            str(uuid.uuid5(_JOB_IDS, f"{notification.id}:{name}")),
+        )
+        for name in names
+    ]
+    broker = get_broker()
+    try:
+        cast(BusBroker, broker).enqueue_many(messages)
+    except redis.RedisError as exc:
+        raise PublishError(f"could not enqueue a notification on {describe(broker)}: {exc}") from None
+    return notification

@@ -1,0 +1,233 @@
+"""The publish outbox: events the broker could not take wait in a local SQLite file until it is back.
+
+With ``EVENTBUS_OUTBOX=/var/lib/app/outbox.db`` set, a publish that hits a broker error writes
+its events to that file and returns normally (each keeps its event id and published_at). A relay
+drains the file in order once the broker answers again: inside every worker process (a thread
+started by :class:`eventbus.middleware.outbox.OutboxRelay`) and as ``eventbus outbox relay``.
+
+No duplicates: each row is enqueued with the once-key ``event:<id>`` (the key ``publish_event``
+uses for explicit event ids), then deleted; a row relayed twice (a crash between the enqueue and
+the delete, or a publish that timed out on the client but reached the broker) is skipped by the
+broker. The fan-out's own once-keys cover the rest. Order: once this process has written to the
+outbox, its later publishes go there too until the outbox is drained, so they cannot overtake.
+
+One file serves every process on the host (give an absolute path, so publishers and workers
+started from other directories open the same file); one relay at a time holds a short lease on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import dramatiq
+from dramatiq.common import current_millis
+
+from eventbus.brokers import BusBroker, Message
+from eventbus.brokers.sqlite_store import SQLiteStore
+from eventbus.event import Event
+from eventbus.settings import Settings, get_settings
+
+logger = logging.getLogger("eventbus.outbox")
+
+COMPONENT = "outbox"
+MIGRATIONS = [
+    """
+    CREATE TABLE IF NOT EXISTS outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id TEXT NOT NULL,
+        topic TEXT NOT NULL,
+        eta_ms INTEGER,
+        created_at INTEGER NOT NULL,
+        error TEXT,
+        data BLOB NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS outbox_relay (
+        name TEXT PRIMARY KEY, owner TEXT NOT NULL, until_ms INTEGER NOT NULL
+    ) WITHOUT ROWID
+    """,
+]
+
+BATCH = 500
+LEASE_MS = 10_000
+
+_CLAIM = (
+    "INSERT INTO outbox_relay (name, owner, until_ms) VALUES ('relay', ?, ?) "
+    "ON CONFLICT(name) DO UPDATE SET owner = excluded.owner, until_ms = excluded.until_ms "
+    "WHERE outbox_relay.owner = excluded.owner OR outbox_relay.until_ms <= ?"
+)
+
+
+class Outbox:
+    """One outbox file (shared by every process on the host)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.store = SQLiteStore(path)
+        self.store.ensure_schema(COMPONENT, MIGRATIONS)
+        self.path = self.store.path
+        # Set when this process wrote here: its next publishes follow until the outbox is empty.
+        self.pending_here = False
+
+    def put(self, messages: Sequence[Message], events: Sequence[Event], *, delay_ms: int | None, error: str) -> None:
+        """Keep ``messages`` (one per event, as built for the broker) until the relay sends them."""
+        now = current_millis()
+        eta = None if delay_ms is None else now + delay_ms
+        rows = [(e.id, e.topic, eta, now, error[:500], m.encode()) for m, e in zip(messages, events)]
+        with self.store.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO outbox (event_id, topic, eta_ms, created_at, error, data) VALUES (?, ?, ?, ?, ?, ?)", rows
+            )
+        self.pending_here = True
+
+    def depth(self) -> int:
+        """Events waiting to be relayed."""
+        return int(self.store.execute("SELECT COUNT(*) FROM outbox")[0][0])
+
+    def oldest_age_s(self) -> float | None:
+        """Seconds the oldest waiting event has waited (None when empty)."""
+        oldest = self.store.execute("SELECT MIN(created_at) FROM outbox")[0][0]
+        return None if oldest is None else max(0.0, (current_millis() - int(oldest)) / 1000)
+
+    def still_pending(self) -> bool:
+        """True while events this process wrote may still wait (then new publishes queue behind them)."""
+        if self.pending_here and not self.store.execute("SELECT 1 FROM outbox LIMIT 1"):
+            self.pending_here = False
+        return self.pending_here
+
+    def claim(self, owner: str) -> bool:
+        """Take or renew the relay lease; False while another live relay holds it."""
+        now = current_millis()
+        with self.store.transaction() as conn:
+            return conn.execute(_CLAIM, (owner, now + LEASE_MS, now)).rowcount > 0
+
+    def release(self, owner: str) -> None:
+        """Give the lease up (on shutdown) so another relay takes over at once."""
+        self.store.execute("DELETE FROM outbox_relay WHERE name = 'relay' AND owner = ?", (owner,))
+
+    def relay_batch(self, broker: dramatiq.Broker, *, dedup_ttl_s: int, limit: int = BATCH) -> int:
+        """Send up to ``limit`` of the oldest events to ``broker`` in order; returns how many.
+
+        Raises the broker's error when it cannot take them (nothing is deleted then).
+        """
+        rows = self.store.execute("SELECT id, event_id, eta_ms, data FROM outbox ORDER BY id LIMIT ?", (limit,))
+        bus = cast(BusBroker, broker)
+        i = 0
+        while i < len(rows):
+            now = current_millis()
+            eta = rows[i][2]
+            if eta is not None and eta > now:  # a delayed event keeps its due time
+                group, delay_ms = rows[i : i + 1], int(eta - now)
+            else:
+                j = i
+                while j < len(rows) and (rows[j][2] is None or rows[j][2] <= now):
+                    j += 1
+                group, delay_ms = rows[i:j], None
+            messages = [dramatiq.Message.decode(row[3]) for row in group]
+            keys: list[str | None] = [f"event:{row[1]}" for row in group]
+            bus.enqueue_many(messages, delay_ms=delay_ms, once_keys=keys, once_ttl_s=dedup_ttl_s)
+            ids = [row[0] for row in group]
+            self.store.execute(f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(ids))})", ids)
+            i += len(group)
+        return len(rows)
+
+    def drain(self, broker: dramatiq.Broker, *, dedup_ttl_s: int, owner: str | None = None) -> int:
+        """Relay batches until the outbox is empty (renewing the lease of ``owner``); returns how many."""
+        total = 0
+        while True:
+            if owner is not None and not self.claim(owner):
+                return total
+            sent = self.relay_batch(broker, dedup_ttl_s=dedup_ttl_s)
+            total += sent
+            if sent < BATCH:
+                return total
+
+
+class Relay:
+    """A daemon thread draining the outbox whenever it has rows and the broker answers."""
+
+    def __init__(self, outbox: Outbox, broker: dramatiq.Broker, *, dedup_ttl_s: int, interval_s: float = 0.5) -> None:
+        self.outbox = outbox
+        self.broker = broker
+        self.dedup_ttl_s = dedup_ttl_s
+        self.interval_s = interval_s
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.relayed = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="eventbus-outbox-relay", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        try:
+            self.outbox.release(self.owner)
+        except Exception:  # the file may be gone at shutdown; the lease then simply expires
+            logger.debug("outbox relay: could not release the lease", exc_info=True)
+
+    def run_once(self) -> int:
+        """Drain now if there is anything and this relay holds the lease; returns events relayed."""
+        if not self.outbox.store.execute("SELECT 1 FROM outbox LIMIT 1"):
+            return 0
+        return self.outbox.drain(self.broker, dedup_ttl_s=self.dedup_ttl_s, owner=self.owner)
+
+    def _run(self) -> None:
+        failing_since: float | None = None
+        while not self._stop.is_set():
+            try:
+                sent = self.run_once()
+                if sent:
+                    self.relayed += sent
+                    logger.info("outbox relay: sent %d event(s) to the broker", sent)
+                if failing_since is not None:
+                    logger.warning(
+                        "outbox relay: broker reachable again after %.1f s", time.monotonic() - failing_since
+                    )
+                    failing_since = None
+            except Exception as exc:  # keep relaying: the broker (or the file) may come back
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    logger.warning(
+                        "outbox relay: %s: %s; retrying every %.1f s", type(exc).__name__, exc, self.interval_s
+                    )
+            self._stop.wait(self.interval_s)
+
+
+_outboxes: dict[str, Outbox] = {}
+_lock = threading.Lock()
+
+
+def get_outbox(settings: Settings | None = None) -> Outbox | None:
+    """The outbox of ``settings`` (default: the process settings); None when EVENTBUS_OUTBOX is not set."""
+    path = (settings or get_settings()).outbox_path
+    if not path:
+        return None
+    with _lock:
+        found = _outboxes.get(path)
+        if found is None:
+            found = _outboxes[path] = Outbox(path)
+        return found
+
+
+def outbox_depth(settings: Settings | None = None) -> int:
+    """Events waiting in the outbox (0 when the outbox is off); for health checks and stats."""
+    outbox = get_outbox(settings)
+    return 0 if outbox is None else outbox.depth()
+
+
+def outbox_status(settings: Settings | None = None) -> dict[str, Any]:
+    """``{"enabled", "path", "depth", "oldest_age_s"}`` for the control plane and the CLI."""
+    outbox = get_outbox(settings)
+    if outbox is None:
+        return {"enabled": False, "path": None, "depth": 0, "oldest_age_s": None}
+    return {"enabled": True, "path": str(outbox.path), "depth": outbox.depth(), "oldest_age_s": outbox.oldest_age_s()}

@@ -1,0 +1,147 @@
+"""Per-queue configuration: concurrency caps, rate limits and retry policy, read once from the environment.
+
+The variable names are the source systems' own: ``EMAIL_QUEUE_CONCURRENCY``, ``EMAIL_QUEUE_RATE_LIMIT``
+("10/s"), ``NOTIFICATION_QUEUE_CONCURRENCY``, ``WEBHOOK_QUEUE_CONCURRENCY``, ``XP_QUEUE_CONCURRENCY``,
+and for any other queue ``<NAME>_QUEUE_CONCURRENCY`` / ``_RATE_LIMIT`` / ``_ATTEMPTS`` / ``_RETRY_DELAY``
+(``EXPORTS_QUEUE_CONCURRENCY=2`` configures queue ``exports``). ``JOB_MAX_RETRIES`` and
+``JOB_RETRY_DELAY`` (ms), when set, replace the built-in retry defaults of every queue; a queue's own
+``_ATTEMPTS`` / ``_RETRY_DELAY`` wins over both.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from eventbus.errors import ConfigError
+
+_UNITS_S = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0}
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)?\s*([a-z]+)\s*$")
+_ENV = re.compile(r"^([A-Z][A-Z0-9_]*)_QUEUE_(CONCURRENCY|RATE_LIMIT|ATTEMPTS|RETRY_DELAY)$")
+
+# Env prefixes of the source systems that differ from the queue name.
+ALIASES = {"NOTIFICATION": "notifications", "WEBHOOK": "webhooks"}
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A rate limit: ``count`` jobs per ``period_s`` seconds, spaced evenly (no bursts)."""
+
+    count: float
+    period_s: float
+
+    @property
+    def interval_ms(self) -> float:
+        """The spacing between two jobs."""
+        return self.period_s * 1000 / self.count
+
+    def __str__(self) -> str:
+        return f"{self.count:g}/{self.period_s:g}s"
+
+
+def parse_rate(text: str, *, name: str = "rate limit") -> Rate:
+    """Parse ``"10/s"``, ``"600/m"``, ``"5/10s"`` or ``"100/h"``; raises ConfigError naming the fix."""
+    match = _RATE.match(text.lower())
+    word = match.group(3) if match else ""
+    unit = _UNITS_S.get(word) or _UNITS_S.get(word.removesuffix("s"))
+    if not match or unit is None or float(match.group(1)) <= 0:
+        raise ConfigError(f"{name}={text!r} is not a rate; write it as '10/s', '600/m', '5/10s' or '100/h'")
+    every = float(match.group(2) or 1)
+    if every <= 0:
+        raise ConfigError(f"{name}={text!r} has a zero period; write it as e.g. '5/10s'")
+    return Rate(count=float(match.group(1)), period_s=every * unit)
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """How one queue runs across all workers.
+
+    ``concurrency``: most jobs running at once over every worker (None: no cap).
+    ``rate_limit``: most job starts per period over every worker (None: no limit).
+    ``max_retries`` / ``min_backoff_ms`` / ``max_backoff_ms``: the retry policy of jobs on this queue
+    unless the subscription or send overrides it (attempts = 1 + max_retries, exponential backoff).
+    """
+
+    name: str
+    concurrency: int | None = None
+    rate_limit: Rate | None = None
+    max_retries: int = 5
+    min_backoff_ms: int = 1_000
+    max_backoff_ms: int = 3_600_000
+
+    @property
+    def attempts(self) -> int:
+        """Total tries of a job: the first plus its retries."""
+        return self.max_retries + 1
+
+
+# The source systems' defaults: email 5 concurrent, 10/s, 5 attempts exponential; xp 10, 50/s,
+# 3 attempts; webhooks 3, 20/s, 5 attempts from 5 s; notifications 10, 30/s, 3 attempts.
+BUILTIN: dict[str, dict[str, object]] = {
+    "email": {"concurrency": 5, "rate_limit": Rate(10, 1), "max_retries": 4},
+    "xp": {"concurrency": 10, "rate_limit": Rate(50, 1), "max_retries": 2},
+    "webhooks": {"concurrency": 3, "rate_limit": Rate(20, 1), "max_retries": 4, "min_backoff_ms": 5_000},
+    "notifications": {"concurrency": 10, "rate_limit": Rate(30, 1), "max_retries": 2},
+}
+
+
+def queue_name_for(prefix: str) -> str:
+    """The queue an env prefix configures: ``NOTIFICATION`` -> ``notifications``, ``EXPORTS`` -> ``exports``."""
+    return ALIASES.get(prefix, prefix.lower())
+
+
+def queue_configs_from_env(
+    env: Mapping[str, str],
+    *,
+    max_retries: int,
+    min_backoff_ms: int,
+    max_backoff_ms: int,
+    explicit_retries: bool,
+    explicit_delay: bool,
+) -> tuple[QueueConfig, ...]:
+    """Built-in queue defaults, then JOB_* when set explicitly, then each ``<NAME>_QUEUE_*`` variable."""
+    configs: dict[str, QueueConfig] = {}
+    for name, values in BUILTIN.items():
+        config = replace(QueueConfig(name, max_backoff_ms=max_backoff_ms, min_backoff_ms=min_backoff_ms), **values)  # type: ignore[arg-type]
+        if explicit_retries:
+            config = replace(config, max_retries=max_retries)
+        if explicit_delay:
+            config = replace(config, min_backoff_ms=min_backoff_ms)
+        configs[name] = config
+    for key in sorted(env):
+        match = _ENV.match(key)
+        raw = env[key].strip()
+        if not match or raw == "":
+            continue
+        name = queue_name_for(match.group(1))
+        config = configs.get(name) or QueueConfig(
+            name, max_retries=max_retries, min_backoff_ms=min_backoff_ms, max_backoff_ms=max_backoff_ms
+        )
+        configs[name] = _apply(config, match.group(2), key, raw)
+    return tuple(configs[name] for name in sorted(configs))
+
+
+def _apply(config: QueueConfig, what: str, key: str, raw: str) -> QueueConfig:
+    if what == "RATE_LIMIT":
+        off = raw.lower() in ("0", "none", "off", "unlimited")
+        return replace(config, rate_limit=None if off else parse_rate(raw, name=key))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{key}={raw!r} is not a whole number; set it to e.g. 5") from None
+    if value < 0 or (what == "ATTEMPTS" and value < 1):
+        least = 1 if what == "ATTEMPTS" else 0
+        raise ConfigError(f"{key}={raw!r} is out of range; set it to a whole number >= {least}")
+    if what == "CONCURRENCY":
+        return replace(config, concurrency=value or None)
+    if what == "ATTEMPTS":
+        return replace(config, max_retries=value - 1)
+    return replace(config, min_backoff_ms=value)
+
+
+def default_queue_configs() -> tuple[QueueConfig, ...]:
+    """The built-in per-queue defaults (what ``Settings()`` carries without reading the environment)."""
+    return queue_configs_from_env(
+        {}, max_retries=5, min_backoff_ms=1_000, max_backoff_ms=3_600_000, explicit_retries=False, explicit_delay=False
+    )

@@ -1,0 +1,162 @@
+"""Benchmarks for eventbus, each beside a baseline measured in the same run.
+
+Figures are medians over --runs runs (ours and the baseline interleaved, so machine noise hits both).
+Output: one JSON document on stdout, also written to bench/results/<UTC time>.json and bench/latest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import dramatiq  # noqa: E402
+import redis  # noqa: E402
+from dramatiq.brokers.redis import RedisBroker as DramatiqRedisBroker  # noqa: E402
+
+from eventbus import declare_topic, publish_event, publish_many  # noqa: E402
+from eventbus.broker import make_broker, set_broker  # noqa: E402
+from eventbus.settings import Settings, set_settings  # noqa: E402
+
+REDIS_URL = os.environ.get("EVENTBUS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Namespaces:
+    """Per-run key prefixes, deleted at the end (never a FLUSH)."""
+
+    def __init__(self) -> None:
+        self.client = redis.Redis.from_url(REDIS_URL)
+        self.made: list[str] = []
+
+    def new(self) -> str:
+        ns = f"ebbench-{uuid.uuid4().hex[:8]}"
+        self.made.append(ns)
+        return ns
+
+    def cleanup(self) -> None:
+        for ns in self.made:
+            keys = list(self.client.scan_iter(f"{ns}:*", count=1000))
+            for i in range(0, len(keys), 500):
+                self.client.delete(*keys[i : i + 500])
+
+
+def timed_loop(n: int, call: Callable[[int], Any]) -> dict[str, float]:
+    latencies = []
+    started = time.perf_counter()
+    for i in range(n):
+        t = time.perf_counter()
+        call(i)
+        latencies.append(time.perf_counter() - t)
+    total = time.perf_counter() - started
+    return {
+        "per_s": n / total,
+        "p50_ms": percentile(latencies, 0.5) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
+    }
+
+
+def bench_publish(ns: Namespaces, n: int, runs: int) -> dict[str, Any]:
+    """publish_event single calls and publish_many vs a Dramatiq send() loop and a redis-py LPUSH loop."""
+    declare_topic("bench.happened")
+    payload = {"user_id": 42, "model_id": "m-17", "email": "someone@example.com", "note": "x" * 60}
+
+    ours_ns = ns.new()
+    settings = replace(Settings(), broker_url=REDIS_URL, namespace=ours_ns)
+    set_settings(settings)
+    set_broker(make_broker(settings))
+
+    plain = DramatiqRedisBroker(url=REDIS_URL, namespace=ns.new())
+    dramatiq.set_broker(plain)
+
+    @dramatiq.actor(broker=plain, queue_name="bench")
+    def plain_actor(event: dict[str, Any]) -> None:
+        pass
+
+    lpush = redis.Redis.from_url(REDIS_URL)
+    lpush_key = f"{ns.new()}:list"
+    samples: dict[str, list[dict[str, float]]] = {"publish_event": [], "dramatiq_send": [], "redis_lpush": []}
+    bulk: list[float] = []
+    for _ in range(runs):
+        samples["publish_event"].append(timed_loop(n, lambda i: publish_event("bench.happened", payload)))
+        samples["dramatiq_send"].append(timed_loop(n, lambda i: plain_actor.send({"topic": "x", "payload": payload})))
+        samples["redis_lpush"].append(timed_loop(n, lambda i: lpush.lpush(lpush_key, json.dumps(payload))))
+        batch = [("bench.happened", payload)] * 10_000
+        t = time.perf_counter()
+        publish_many(batch)
+        bulk.append(10_000 / (time.perf_counter() - t))
+    set_broker(None)
+    set_settings(None)
+    out: dict[str, Any] = {"n": n, "runs": runs}
+    for name, rows in samples.items():
+        out[name] = {key: round(statistics.median(r[key] for r in rows), 3) for key in rows[0]}
+    out["publish_many_10k_per_s"] = round(statistics.median(bulk))
+    out["ratio_publish_vs_dramatiq_send"] = round(out["publish_event"]["per_s"] / out["dramatiq_send"]["per_s"], 2)
+    return out
+
+
+def section_latency(ns: Namespaces, args: argparse.Namespace) -> dict[str, Any]:
+    from bench_e2e import bench_latency
+
+    if args.quick:
+        return bench_latency([200], seconds=2, runs=1)
+    return {**bench_latency([200], seconds=10, runs=3), **bench_latency([1000], seconds=5, runs=3)}
+
+
+def section_drain(ns: Namespaces, args: argparse.Namespace) -> dict[str, Any]:
+    from bench_e2e import bench_drain
+
+    return bench_drain(1000 if args.quick else 5000, runs=1 if args.quick else 3)
+
+
+SECTIONS: dict[str, Callable[[Namespaces, argparse.Namespace], dict[str, Any]]] = {
+    "publish": lambda ns, a: bench_publish(ns, 500 if a.quick else 3000, 2 if a.quick else 5),
+    "latency": section_latency,
+    "drain": section_drain,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small counts: a smoke run, not figures to quote")
+    parser.add_argument("--only", action="append", choices=sorted(SECTIONS), help="run only these sections")
+    args = parser.parse_args()
+    ns = Namespaces()
+    results: dict[str, Any] = {
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "quick": args.quick,
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+    }
+    try:
+        for name in args.only or list(SECTIONS):
+            print(f"bench: {name} ...", file=sys.stderr)
+            results[name] = SECTIONS[name](ns, args)
+    finally:
+        ns.cleanup()
+    text = json.dumps(results, indent=2)
+    print(text)
+    out_dir = ROOT / "bench" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{results['started_at'].replace(':', '')}.json").write_text(text + "\n")
+    if not args.quick:
+        (ROOT / "bench" / "latest.json").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

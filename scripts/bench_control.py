@@ -1,0 +1,106 @@
+"""Drain throughput with the job ledger on vs off (issue 5: ledger on must reach >= 85% of off).
+
+    .venv/bin/python scripts/bench_control.py [N] [ROUNDS]
+
+``bench_drain(ledger, n)`` enqueues ``n`` no-op deliveries to a paused queue, starts one worker
+process with 8 threads, resumes the queue and times until every message is acked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
+
+from eventbus.broker import make_broker, set_broker  # noqa: E402
+from eventbus.control import ControlPlane  # noqa: E402
+from eventbus.delivery import delivery_message, install_actors  # noqa: E402
+from eventbus.event import Event  # noqa: E402
+from eventbus.middleware.ledger import ledger_writer  # noqa: E402
+from eventbus.settings import Settings, set_settings  # noqa: E402
+from eventbus.subscriber import get_subscription  # noqa: E402
+
+
+def _wait(check: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"bench: {what} not reached within {timeout_s} s")
+        time.sleep(0.01)
+
+
+def bench_drain(ledger: bool, n: int = 5000) -> dict[str, Any]:
+    """Jobs/s of ``n`` no-op deliveries drained by one worker process x 8 threads (ledger on or off)."""
+    import bench_control_app  # noqa: F401  registers the subscription in this process
+
+    namespace = f"bench-{uuid.uuid4().hex[:8]}"
+    settings = replace(Settings.from_env(), namespace=namespace, ledger=ledger, default_subscribers=False)
+    set_settings(settings)
+    broker: Any = make_broker(settings)
+    set_broker(broker)
+    install_actors(broker)
+    env = dict(
+        os.environ,
+        EVENTBUS_BROKER_URL=settings.broker_url,
+        EVENTBUS_NAMESPACE=namespace,
+        EVENTBUS_SUBSCRIBERS="bench_control_app",
+        EVENTBUS_DEFAULT_SUBSCRIBERS="0",
+        EVENTBUS_LEDGER="1" if ledger else "0",
+        EVENTBUS_STATS_INTERVAL_S="0",
+        PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'scripts'}",
+        dramatiq_worker_timeout="100",
+    )
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "dramatiq", "eventbus.workers", "-p", "1", "-t", "8"],
+        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    cp = ControlPlane(broker, settings)
+    try:
+        _wait(lambda: cp.workers() and "bench" in cp.queues(), 60, "worker boot")
+        cp.pause("bench")
+        sub = get_subscription("bench_noop")
+        assert sub is not None
+        messages = [delivery_message(Event("bench.noop", {"i": i}).to_dict(), sub, None, settings) for i in range(n)]
+        broker.enqueue_many(messages)
+        writer = ledger_writer(broker)
+        if writer is not None:
+            writer.flush()
+        started = time.monotonic()
+        cp.resume("bench")
+        _wait(lambda: broker.client.hlen(f"{namespace}:bench.msgs") == 0, 600, "drain")
+        drained_s = time.monotonic() - started
+        if ledger:
+            _wait(lambda: cp.stats().queue("bench").completed >= min(n, settings.keep_completed), 60, "ledger")
+        return {"ledger": ledger, "n": n, "seconds": round(drained_s, 3), "jobs_per_s": round(n / drained_s, 1)}
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(60)
+        keys = list(broker.client.scan_iter(f"{namespace}:*", count=1000))
+        for i in range(0, len(keys), 500):
+            broker.client.delete(*keys[i : i + 500])
+        set_broker(None)
+        set_settings(None)
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
+    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    runs = [bench_drain(ledger, n) for _ in range(rounds) for ledger in (False, True)]
+    off = statistics.median(r["jobs_per_s"] for r in runs if not r["ledger"])
+    on = statistics.median(r["jobs_per_s"] for r in runs if r["ledger"])
+    print(json.dumps({"runs": runs, "off_jobs_per_s": off, "on_jobs_per_s": on, "ratio": round(on / off, 3)}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

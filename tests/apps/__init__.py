@@ -1,0 +1,1 @@
+"""Small applications that tests load into real worker processes."""

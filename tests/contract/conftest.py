@@ -1,0 +1,94 @@
+"""The contract bus: the same behaviour on ``memory``, ``sqlite`` and ``redis`` (one parametrized fixture).
+
+Each test gets a fresh bus (its own SQLite file or Redis namespace) and an in-process Dramatiq
+worker it starts when it wants (``bus.start()``), so a backlog can be built first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+import pytest
+
+from eventbus.app import declare_queues
+from eventbus.broker import make_broker, set_broker
+from eventbus.delivery import install_actors
+from eventbus.settings import Settings, set_settings
+from tests.apps import contract as app
+
+
+@dataclass
+class ContractBus:
+    kind: str
+    broker: Any
+    settings: Settings
+    workers: list[dramatiq.Worker] = field(default_factory=list)
+
+    def start(self, threads: int = 4) -> None:
+        """An in-process Dramatiq worker on every declared queue."""
+        worker = dramatiq.Worker(self.broker, worker_threads=threads, worker_timeout=50)
+        worker.start()
+        self.workers.append(worker)
+
+    def pause(self, queue: str) -> None:
+        if self.kind == "redis":
+            self.broker.client.sadd(self.broker.key("__paused__"), queue)
+        else:
+            self.broker.pause(queue)
+
+    def resume(self, queue: str) -> None:
+        if self.kind == "redis":
+            self.broker.client.srem(self.broker.key("__paused__"), queue)
+        else:
+            self.broker.resume(queue)
+
+    def dead_letters(self, queue: str) -> list[dramatiq.Message[Any]]:
+        if self.kind == "memory":
+            return [m._message for m in self.broker.dead_letters_by_queue[queue]]
+        if self.kind == "redis":
+            raw = self.broker.client.hvals(self.broker.key(f"{queue}.XQ.msgs"))
+            return [dramatiq.Message.decode(r) for r in raw]
+        return list(self.broker.dead_letters(queue))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect (rather than skip) the kinds a ``@pytest.mark.kinds(...)`` test does not mean anything on."""
+    keep, drop = [], []
+    for item in items:
+        marker = item.get_closest_marker("kinds")
+        callspec = getattr(item, "callspec", None)
+        kind = callspec.params.get("contract_bus") if callspec else None
+        (drop if marker is not None and kind is not None and kind not in marker.args else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def contract_bus(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ContractBus]:
+    """A bus of each kind; tests mark the kinds where a behaviour means nothing with ``only(...)``."""
+    kind = request.param
+    base = replace(Settings(), min_backoff_ms=10, max_backoff_ms=200, default_subscribers=False)
+    if kind == "redis":
+        settings = replace(request.getfixturevalue("settings"), min_backoff_ms=10, max_backoff_ms=200)
+    elif kind == "sqlite":
+        settings = replace(base, broker_url=f"sqlite:///{tmp_path / 'bus.db'}")
+    else:
+        settings = replace(base, broker_url="memory://")
+    set_settings(settings)
+    broker = make_broker(settings)
+    set_broker(broker)
+    install_actors(broker)
+    declare_queues(broker, settings)
+    app.CALLS.clear()
+    bus = ContractBus(kind, broker, settings)
+    yield bus
+    for worker in bus.workers:
+        worker.stop()
+    broker.close()
+    set_broker(None)
+    set_settings(None)
