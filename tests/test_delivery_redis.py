@@ -108,3 +108,23 @@ def test_the_same_event_id_twice_publishes_once(bus, redis_client, namespace):
     assert first.id == second.id == "order-17"
     assert redis_client.llen(f"{namespace}:events") == 2
     assert redis_client.hlen(f"{namespace}:events.msgs") == 2
+
+
+def test_acks_and_start_marks_are_all_written_while_the_worker_idles(bus, start_worker, redis_client, namespace):
+    # Given a worker whose acks and start marks are group-committed (eventbus.brokers.redis_writes)
+    worker = start_worker(APP)
+    publish_many([("test.happened", {"n": i}) for i in range(300)])
+    wait_for(lambda: sum(calls(redis_client, namespace).values()) >= 900, 120, worker)
+
+    def unacked() -> int:
+        keys = [
+            *redis_client.scan_iter(f"{namespace}:__acks__.*"),
+            *redis_client.scan_iter(f"{namespace}:__started__.*"),
+        ]
+        return sum(redis_client.scard(k) for k in keys)
+
+    # Then, with no further job to carry them, the last acks and marks still reach Redis promptly
+    wait_for(lambda: unacked() == 0, 5, worker)
+    assert worker.terminate() == 0
+    assert unacked() == 0
+    assert set(calls(redis_client, namespace).values()) == {1}

@@ -7,16 +7,18 @@ the highest non-empty list first, so priority holds in the broker, not only in a
 
 from __future__ import annotations
 
+import logging
 import time
 import traceback
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker as _DramatiqRedisBroker
 from dramatiq.brokers.redis import _RedisConsumer, _scripts
+from dramatiq.common import current_millis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -27,6 +29,7 @@ from eventbus.brokers.redis_limits import RedisLimits
 from eventbus.brokers.redis_reconnect import REDIS_ERRORS, InHand
 from eventbus.brokers.redis_recovery import RedisRecovery, patch_dispatch_for_recovery
 from eventbus.brokers.redis_schedule import RedisSchedule
+from eventbus.brokers.redis_writes import GroupWriter
 from eventbus.settings import get_settings
 
 _FETCH_START = 'elseif command == "fetch" then'
@@ -98,6 +101,8 @@ end
 return flags
 """
 
+logger = logging.getLogger("eventbus.redis")
+
 _CHUNK = 500
 _COALESCE_S = 0.002
 
@@ -138,10 +143,31 @@ class RedisBroker(HookCache, _DramatiqRedisBroker):
         self.schedule = RedisSchedule(self)
         self.recovery = RedisRecovery(self)
         self.limits = RedisLimits(self)
+        self.writes = GroupWriter(self)
 
     @property
     def consumer_class(self) -> type[_RedisConsumer]:
         return _Consumer
+
+    def ack_on(self, pipe: Any) -> Callable[[str, str], Any]:
+        """Dramatiq's ``do_ack``, queued on ``pipe`` instead of sent (for batched acks)."""
+        dispatch, keys = self.scripts["dispatch"], [self.namespace]
+
+        def ack(queue_name: str, redis_id: str) -> Any:
+            args = [
+                "ack",
+                current_millis(),
+                queue_name,
+                self.broker_id,
+                self.heartbeat_timeout,
+                self.dead_message_ttl,
+                self._should_do_maintenance("ack"),
+                self._max_unpack_size(),  # type: ignore[no-untyped-call]
+                redis_id,
+            ]
+            return dispatch(keys=keys, args=args, client=pipe)
+
+        return ack
 
     def key(self, *parts: str) -> str:
         """A key under this broker's namespace."""
@@ -279,15 +305,18 @@ class _Consumer(_RedisConsumer):
         return None
 
     def ack(self, message: dramatiq.MessageProxy) -> None:
-        redis_id = message.options["redis_message_id"]
+        """Group-committed with job starts (see :mod:`eventbus.brokers.redis_writes`)."""
+        self.broker.writes.ack(self.queue_name, message.options["redis_message_id"], self.in_hand.discard_ids)
+        self.queued_message_ids.discard(message.message_id)
+        self._refill()
+
+    def close(self) -> None:
+        """Write the acks still pending (a stopping worker leaves nothing to run twice)."""
         try:
-            self.broker.do_ack(self.queue_name, redis_id)
+            self.broker.writes.flush()
         except REDIS_ERRORS as e:
-            raise dramatiq.errors.ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
-        finally:
-            self.queued_message_ids.discard(message.message_id)
-            self._refill()
-        self.in_hand.discard(redis_id)
+            n = len(self.broker.writes)
+            logger.warning("could not write %d pending ack(s) at close (%s); those jobs will run again", n, e)
 
     def _refill(self) -> None:
         # A full consumer waits for half its prefetch to free up, then fetches a batch.

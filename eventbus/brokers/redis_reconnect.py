@@ -63,6 +63,10 @@ class InHand:
         with self.lock:
             self.ids.difference_update(message_ids)
 
+    def discard_ids(self, message_ids: list[str]) -> None:
+        """:meth:`discard`, taking a list (the callback of a written ack)."""
+        self.discard(*message_ids)
+
     def clear(self) -> None:
         """Forget everything (a ``.DQ`` consumer restarted: Dramatiq dropped its delayed messages)."""
         with self.lock:

@@ -184,8 +184,11 @@ class RedisRecovery:
         self._rewrite = broker.client.register_script(_REWRITE_DEAD)
 
     def mark_started(self, redis_message_id: str) -> None:
-        """Note that this worker started a message (one round trip; ack/nack clear it in their script)."""
-        self.broker.client.sadd(self.started, redis_message_id)
+        """Note that this worker started a message, before it runs (ack/nack clear it in their script).
+
+        Group-committed with other threads' marks and acks (see :mod:`eventbus.brokers.redis_writes`).
+        """
+        self.broker.writes.mark_started(redis_message_id)
 
     def recover(
         self, *, timeout_s: float, max_lost: int, suspect_spread_ms: int = 500, lost_ttl_s: int = 7 * 86_400
