@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import redis
+
 if TYPE_CHECKING:
     from eventbus.brokers.redis import RedisBroker
 
@@ -86,7 +88,9 @@ class GroupWriter:
                 for queue_name, redis_id in acks:
                     ack(queue_name, redis_id)
                 pipe.execute()
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, redis.exceptions.NoScriptError):
+                self.broker.reload_scripts()
             with self._guard:  # keep them, in order, for the next flush
                 self._marks[:0] = marks
                 self._acks = {**acks, **self._acks}
