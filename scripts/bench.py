@@ -125,10 +125,52 @@ def section_drain(ns: Namespaces, args: argparse.Namespace) -> dict[str, Any]:
     return bench_drain(1000 if args.quick else 5000, runs=1 if args.quick else 3)
 
 
+def section_email(ns: Namespaces, args: argparse.Namespace) -> dict[str, Any]:
+    from bench_mail import bench_all
+
+    return bench_all(300 if args.quick else 2000)
+
+
+def section_queues(ns: Namespaces, args: argparse.Namespace) -> dict[str, Any]:
+    import bench_queues as q
+
+    scheduled = 2_000 if args.quick else 100_000
+    return {
+        "bulk": q.bench_bulk(5_000 if args.quick else 20_000),
+        "critical_delay": q.bench_critical_delay(3 if args.quick else 20, 1_000 if args.quick else 10_000),
+        "rate_accuracy": q.bench_rate_accuracy(20, 30 if args.quick else 100),
+        "scheduled_rss": {
+            "eventbus": q.bench_scheduled_rss(scheduled),
+            "dramatiq": q.bench_scheduled_rss_dramatiq(scheduled),
+        },
+    }
+
+
+def section_ledger(ns: Namespaces, args: argparse.Namespace) -> dict[str, Any]:
+    from bench_control import bench_drain as drain
+
+    n, rounds = (1000, 1) if args.quick else (5000, 3)
+    runs = [drain(ledger, n) for _ in range(rounds) for ledger in (False, True)]
+    off = statistics.median(r["jobs_per_s"] for r in runs if not r["ledger"])
+    on = statistics.median(r["jobs_per_s"] for r in runs if r["ledger"])
+    return {"ledger_off_jobs_per_s": off, "ledger_on_jobs_per_s": on, "ratio_on_vs_off": round(on / off, 3)}
+
+
+def section_sqlite(ns: Namespaces, args: argparse.Namespace) -> dict[str, Any]:
+    from bench_sqlite import bench_sqlite
+
+    runs = [bench_sqlite(1_000 if args.quick else 5_000) for _ in range(1 if args.quick else 3)]
+    return {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+
+
 SECTIONS: dict[str, Callable[[Namespaces, argparse.Namespace], dict[str, Any]]] = {
     "publish": lambda ns, a: bench_publish(ns, 500 if a.quick else 3000, 2 if a.quick else 5),
     "latency": section_latency,
     "drain": section_drain,
+    "email": section_email,
+    "queues": section_queues,
+    "ledger": section_ledger,
+    "sqlite": section_sqlite,
 }
 
 

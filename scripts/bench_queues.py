@@ -199,6 +199,41 @@ def bench_scheduled_rss(n: int = 10_000) -> dict[str, Any]:
     }
 
 
+def bench_scheduled_rss_dramatiq(n: int = 10_000) -> dict[str, Any]:
+    """Baseline: a plain Dramatiq worker's RSS before and after ``n`` messages are sent with a 1 h delay."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from bench_e2e import Side
+
+    side = Side("plain", f"ebbench-{uuid.uuid4().hex[:8]}")
+    try:
+        import dramatiq
+        from dramatiq.brokers.redis import RedisBroker
+
+        broker = RedisBroker(url=REDIS_URL, namespace=side.namespace)
+        actor = dramatiq.Actor(
+            lambda sent_at, payload: None,
+            broker=broker,
+            actor_name="plain_job",
+            queue_name="bench",
+            priority=0,
+            options={},
+        )
+        time.sleep(3)
+        before_kb = rss_kb(side.proc.pid)
+        for i in range(n):
+            actor.send_with_options(args=(0.0, {"n": i, "body": "x" * 1000}), delay=3_600_000)
+        time.sleep(6)
+        after_kb = rss_kb(side.proc.pid)
+    finally:
+        side.stop()
+    return {
+        "scheduled": n,
+        "rss_before_mb": round(before_kb / 1024, 1),
+        "rss_after_mb": round(after_kb / 1024, 1),
+        "rss_growth_mb": round((after_kb - before_kb) / 1024, 2),
+    }
+
+
 if __name__ == "__main__":
     results = {
         "bulk": bench_bulk(20_000),
