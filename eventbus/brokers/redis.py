@@ -250,6 +250,7 @@ class _Consumer(_RedisConsumer):
         super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
         self.bell = broker.doorbell.event(queue_name)
         self.full = False
+        self.emptied = False
         self.max_message_bytes = get_settings().max_message_bytes
         self.in_hand = InHand.of(broker.broker_id, queue_name)
         self.acks_key = broker.key(f"__acks__.{broker.broker_id}.{queue_name}")
@@ -273,14 +274,19 @@ class _Consumer(_RedisConsumer):
                     self.in_hand.reconcile(
                         self.broker.client, self.acks_key, lambda ids: self.broker.do_requeue(self.queue_name, *ids)
                     )
-                # Clear before fetching: a ring that lands after the fetch is not lost.
-                self.bell.clear()
-                free = self.prefetch - self.outstanding_message_count
-                self.full = free <= 0
-                if not self.full:
-                    self.message_cache = self.broker.do_fetch(self.queue_name, free)
-                    if self.message_cache:
-                        continue
+                if not self.emptied:
+                    # Clear before fetching: a ring that lands after the fetch is not lost.
+                    self.bell.clear()
+                    free = self.prefetch - self.outstanding_message_count
+                    self.full = free <= 0
+                    if not self.full:
+                        self.message_cache = self.broker.do_fetch(self.queue_name, free)
+                        # Fewer than asked for: the lists are empty now, so the next message rings.
+                        # Wait for that ring instead of fetching a trickle one message at a time.
+                        self.emptied = len(self.message_cache) < free
+                        if self.message_cache:
+                            continue
+                self.emptied = False
                 if self.bell.wait(self.timeout / 1000) and self.outstanding_message_count:
                     # Work is in hand, so latency is not at stake: let rings coalesce into one fetch.
                     time.sleep(_COALESCE_S)
