@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+REDIS_URL = os.environ.get("EVENTBUS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
 from eventbus.broker import make_broker, set_broker  # noqa: E402
@@ -45,7 +46,9 @@ def bench_drain(ledger: bool, n: int = 5000) -> dict[str, Any]:
     import bench_control_app  # noqa: F401  registers the subscription in this process
 
     namespace = f"bench-{uuid.uuid4().hex[:8]}"
-    settings = replace(Settings.from_env(), namespace=namespace, ledger=ledger, default_subscribers=False)
+    settings = replace(
+        Settings.from_env(), broker_url=REDIS_URL, namespace=namespace, ledger=ledger, default_subscribers=False
+    )
     set_settings(settings)
     broker: Any = make_broker(settings)
     set_broker(broker)
@@ -84,8 +87,12 @@ def bench_drain(ledger: bool, n: int = 5000) -> dict[str, Any]:
             _wait(lambda: cp.stats().queue("bench").completed >= min(n, settings.keep_completed), 60, "ledger")
         return {"ledger": ledger, "n": n, "seconds": round(drained_s, 3), "jobs_per_s": round(n / drained_s, 1)}
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(60)
+        os.kill(worker.pid, signal.SIGTERM)  # the main process only: it forwards to its workers
+        try:
+            worker.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(10)
         keys = list(broker.client.scan_iter(f"{namespace}:*", count=1000))
         for i in range(0, len(keys), 500):
             broker.client.delete(*keys[i : i + 500])

@@ -165,7 +165,7 @@ class Side:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            os.kill(self.proc.pid, signal.SIGTERM)  # the main process forwards it (a second one hangs Dramatiq)
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
