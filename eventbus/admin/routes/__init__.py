@@ -7,7 +7,7 @@ from fastapi import APIRouter
 
 def default_routers() -> list[APIRouter]:
     """Every router of the admin app, in mount order."""
-    from eventbus.admin.routes import control, events, metrics, topics, webhooks
+    from eventbus.admin.routes import control, dashboard, events, metrics, topics, webhooks
 
     return [
         control.public,
@@ -16,4 +16,5 @@ def default_routers() -> list[APIRouter]:
         events.router,
         webhooks.router,
         metrics.router,
+        dashboard.router,
     ]
