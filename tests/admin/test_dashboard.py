@@ -93,6 +93,10 @@ def test_every_page_renders_and_buttons_need_the_csrf_token(start_server, start_
         assert purged.status_code == 303
         assert cp.stats().queue("ctl_dead").dead == 0
         assert http.post(f"/dead-letters/{job_id}/purge", data={"csrf": csrf_of(overview.text)}).status_code == 404
+        # and a button the job's state does not allow answers 409 on an error page
+        wait_for(lambda: cp.get_job(delivery_id(event.id, "ok_a")).state == "completed", 30, worker)
+        refused = http.post(f"/jobs/{delivery_id(event.id, 'ok_a')}/retry", data={"csrf": csrf_of(overview.text)})
+        assert refused.status_code == 409 and "only dead" in refused.text
         # and signing out ends the session
         http.post("/logout")
         assert http.get("/").status_code == 303

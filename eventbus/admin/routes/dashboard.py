@@ -8,6 +8,7 @@ each is one control-plane call followed by a redirect back (post/redirect/get).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib.resources import files
 from pathlib import Path
@@ -75,39 +76,48 @@ def _safe_next(value: str | None) -> str:
     return value if value and value.startswith("/") and not value.startswith("//") and "\\" not in value else "/"
 
 
-async def _render(request: Request, name: str, build: Any, *args: Any) -> Response:
-    """Sign-in check, then ``build(cp, *args)`` in a thread; control-plane errors become an error page."""
+def _error_page(request: Request, exc: EventBusError) -> Response:
+    """A control-plane error as a page, with the status the API would answer."""
+    if isinstance(exc, NotFound):
+        return _page(request, "error.html", 404, title="Not found", message=str(exc))
+    if isinstance(exc, ControlPlaneUnavailable):
+        return _page(request, "error.html", 503, title="Control plane unavailable", message=str(exc))
+    if isinstance(exc, InvalidJobState):
+        return _page(request, "error.html", 409, title="Not done", message=str(exc))
+    return _page(request, "error.html", 400, title="Cannot do that", message=str(exc))
+
+
+async def _render(request: Request, name: str, build: Callable[..., dict[str, Any]], *args: Any) -> Response:
+    """Sign-in check, then ``build(cp, *args)`` in a thread for the template's context."""
     if session_of(request) is None:
         return _login_redirect(request)
     try:
-        cp = app_control_plane(request.app)
-        context = await run_in_threadpool(build, cp, *args)
-    except NotFound as exc:
-        return _page(request, "error.html", 404, title="Not found", message=str(exc))
-    except ControlPlaneUnavailable as exc:
-        return _page(request, "error.html", 503, title="Control plane unavailable", message=str(exc))
+        context = await run_in_threadpool(build, app_control_plane(request.app), *args)
     except EventBusError as exc:
-        return _page(request, "error.html", 400, title="Cannot show that", message=str(exc))
+        return _error_page(request, exc)
     return _page(request, name, **context)
 
 
-async def _act(request: Request, action: Any, *args: Any, notice: str, subject: str) -> Response:
+async def _act(request: Request, action: Callable[..., object], *args: Any, notice: str, subject: str) -> Response:
     """A button: signed in, CSRF token of this session, then one control-plane call and a redirect back."""
     session = session_of(request)
     if session is None:
         return _login_redirect(request)
-    form = {k: v[0] for k, v in parse_qs((await request.body()).decode("utf-8", "replace")).items()}
+    form = await _form(request)
     if not csrf_ok(request, session, form.get("csrf", "")):
         return _page(request, "error.html", 403, title="Form expired", message="reload the page and try again")
     try:
         await run_in_threadpool(action, app_control_plane(request.app), *args)
-    except NotFound as exc:
-        return _page(request, "error.html", 404, title="Not found", message=str(exc))
-    except (InvalidJobState, ControlPlaneUnavailable, EventBusError) as exc:
-        return _page(request, "error.html", 409, title="Not done", message=str(exc))
+    except EventBusError as exc:
+        return _error_page(request, exc)
     target = _safe_next(form.get("next"))
     sep = "&" if "?" in target else "?"
     return RedirectResponse(f"{target}{sep}{urlencode({'notice': notice, 'id': subject})}", status_code=303)
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """The urlencoded form body (first value of each field)."""
+    return {k: v[0] for k, v in parse_qs((await request.body()).decode("utf-8", "replace")).items()}
 
 
 # -- sign in ------------------------------------------------------------------------------------
@@ -120,7 +130,7 @@ def login_page(request: Request) -> Response:
 
 @router.post("/login")
 async def login(request: Request) -> Response:
-    form = {k: v[0] for k, v in parse_qs((await request.body()).decode("utf-8", "replace")).items()}
+    form = await _form(request)
     target = _safe_next(form.get("next"))
     if not token_matches(request, form.get("token", "")):
         error = "That is not the admin token. Paste the value of EVENTBUS_ADMIN_TOKEN."
