@@ -1,4 +1,11 @@
-// Keeps the queue table of the overview live: polls /dashboard/stats.json every 1.5 s.
+// Keeps the dashboard live: a job page that is not finished reloads itself; the queue table of the
+// overview polls /dashboard/stats.json every 1.5 s.
+(function () {
+  "use strict";
+  var refresh = document.querySelector("[data-refresh-ms]");
+  if (refresh) setTimeout(function () { window.location.reload(); }, Number(refresh.dataset.refreshMs));
+})();
+
 (function () {
   "use strict";
   var table = document.querySelector("[data-stats-table]");
