@@ -1,17 +1,21 @@
 """Prometheus metrics read from the shared broker state at scrape time, so every process agrees.
 
-Exported (all gauges, one Redis round trip per scrape, no KEYS/SCAN):
+Per-queue and per-topic figures are ``ControlPlane.stats()`` itself (one Lua call per scrape), so
+/metrics, the API, the CLI and the dashboard never disagree:
+
+* ``eventbus_queue_{waiting,active,delayed,completed,failed,dead}{queue}``: the job counts of ``stats()``
+  (``delayed`` includes retries waiting for their backoff; ``failed`` is history whose dead letter was purged).
+* ``eventbus_queue_processed_last_minute{queue}``: jobs finished in the last minute.
+* ``eventbus_queue_paused{queue}``: 1 while the queue is paused.
+* ``eventbus_topic_{published,deliveries,failed}{topic}``: events published, deliveries completed, failed.
+
+Read beside them, in one pipelined round trip (no KEYS/SCAN), for the queues this process knows:
 
 * ``eventbus_queue_ready{queue,priority}``: messages waiting, LLEN of the queue's priority list.
 * ``eventbus_queue_unacked{queue}``: stored but not waiting (fetched by a worker, running or
   prefetched): HLEN ``<queue>.msgs`` minus the ready ones.
-* ``eventbus_queue_delayed{queue}``: scheduled or retry-delayed messages (the durable schedule's count for the queue).
-* ``eventbus_queue_dead{queue}``: dead letters, ZCARD ``<queue>.XQ``.
-* ``eventbus_queue_paused{queue}``: 1 while the queue is paused (member of ``__paused__``).
+* ``eventbus_queue_scheduled{queue}``: messages in the durable schedule for the queue.
 * ``eventbus_workers``: worker processes with a heartbeat in the last 60 s (``__heartbeats__``).
-
-Queues are the ones this process knows: the events queue, the default queue and every imported
-subscription's queue.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -32,6 +37,9 @@ from eventbus.priority import Priority
 from eventbus.settings import Settings
 from eventbus.subscriber import all_subscriptions
 
+if TYPE_CHECKING:
+    from eventbus.control import ControlPlane
+
 HEARTBEAT_TIMEOUT_MS = 60_000
 _LEVELS = [(p.value, PRIORITY_SUFFIX[p.rank]) for p in Priority]
 
@@ -43,9 +51,7 @@ class QueueDepth:
     queue: str
     ready: dict[str, int]
     unacked: int
-    delayed: int
-    dead: int
-    paused: bool
+    scheduled: int
 
 
 def known_queues(settings: Settings) -> list[str]:
@@ -63,17 +69,14 @@ def read_depths(broker: RedisBroker, queues: Sequence[str]) -> tuple[list[QueueD
                 pipe.llen(broker.key(queue + suffix))
             pipe.hlen(broker.key(f"{queue}.msgs"))
             pipe.hget(broker.schedule.counts_key(), queue)
-            pipe.zcard(broker.key(f"{queue}.XQ"))
-        pipe.smembers(broker.key("__paused__"))
         pipe.zcount(broker.key("__heartbeats__"), int(time.time() * 1000) - HEARTBEAT_TIMEOUT_MS, "+inf")
         values = pipe.execute()
-    paused = {p.decode() if isinstance(p, bytes) else p for p in values[-2]}
-    depths, width = [], len(_LEVELS) + 3
+    depths, width = [], len(_LEVELS) + 2
     for i, queue in enumerate(queues):
         row = values[i * width : (i + 1) * width]
         ready = {level: int(n) for (level, _), n in zip(_LEVELS, row)}
-        stored, delayed, dead = (int(n or 0) for n in row[len(_LEVELS) :])
-        depths.append(QueueDepth(queue, ready, max(0, stored - sum(ready.values())), delayed, dead, queue in paused))
+        stored, scheduled = (int(n or 0) for n in row[len(_LEVELS) :])
+        depths.append(QueueDepth(queue, ready, max(0, stored - sum(ready.values())), scheduled))
     return depths, int(values[-1])
 
 
@@ -89,25 +92,64 @@ class BrokerCollector(Collector):
         q = ["queue"]
         ready = GaugeMetricFamily("eventbus_queue_ready", "Messages waiting, by priority.", labels=[*q, "priority"])
         unacked = GaugeMetricFamily("eventbus_queue_unacked", "Messages fetched by workers, not acked.", labels=q)
-        delayed = GaugeMetricFamily("eventbus_queue_delayed", "Scheduled or retry-delayed messages.", labels=q)
-        dead = GaugeMetricFamily("eventbus_queue_dead", "Dead letters.", labels=q)
-        paused = GaugeMetricFamily("eventbus_queue_paused", "1 while the queue is paused.", labels=q)
+        scheduled = GaugeMetricFamily("eventbus_queue_scheduled", "Messages in the durable schedule.", labels=q)
         for d in depths:
             for level, n in d.ready.items():
                 ready.add_metric([d.queue, level], n)
             unacked.add_metric([d.queue], d.unacked)
-            delayed.add_metric([d.queue], d.delayed)
-            dead.add_metric([d.queue], d.dead)
-            paused.add_metric([d.queue], 1 if d.paused else 0)
+            scheduled.add_metric([d.queue], d.scheduled)
         alive = GaugeMetricFamily("eventbus_workers", "Worker processes with a heartbeat in the last 60 s.")
         alive.add_metric([], workers)
-        yield from (ready, unacked, delayed, dead, paused, alive)
+        yield from (ready, unacked, scheduled, alive)
 
 
-def render_metrics(broker: object, settings: Settings) -> bytes:
+# (stats field, metric suffix, help) for the per-queue gauges of ControlPlaneCollector.
+_QUEUE_GAUGES = [
+    ("waiting", "waiting", "Jobs waiting in the queue (every priority)."),
+    ("active", "active", "Jobs a worker is running."),
+    ("delayed", "delayed", "Jobs scheduled or waiting for a retry's backoff."),
+    ("completed", "completed", "Completed job records kept (see retention)."),
+    ("failed", "failed", "Jobs out of attempts whose dead letter was purged (history)."),
+    ("dead", "dead", "Dead letters."),
+    ("processed_last_minute", "processed_last_minute", "Jobs finished in the last minute."),
+]
+_TOPIC_GAUGES = [
+    ("published", "Events published."),
+    ("deliveries", "Deliveries completed."),
+    ("failed", "Deliveries that ran out of attempts."),
+]
+
+
+class ControlPlaneCollector(Collector):
+    """Exports ``ControlPlane.stats()`` as read on each scrape, so /metrics equals what the API shows."""
+
+    def __init__(self, plane: ControlPlane) -> None:
+        self.plane = plane
+
+    def collect(self) -> Iterable[Metric]:
+        stats = self.plane.stats()
+        for field, suffix, text in _QUEUE_GAUGES:
+            family = GaugeMetricFamily(f"eventbus_queue_{suffix}", text, labels=["queue"])
+            for q in stats.queues:
+                family.add_metric([q.queue], getattr(q, field))
+            yield family
+        paused = GaugeMetricFamily("eventbus_queue_paused", "1 while the queue is paused.", labels=["queue"])
+        for q in stats.queues:
+            paused.add_metric([q.queue], 1 if q.paused else 0)
+        yield paused
+        for field, text in _TOPIC_GAUGES:
+            family = GaugeMetricFamily(f"eventbus_topic_{field}", text, labels=["topic"])
+            for t in stats.topics:
+                family.add_metric([t.topic], getattr(t, field))
+            yield family
+
+
+def render_metrics(plane: ControlPlane, settings: Settings) -> bytes:
     """The Prometheus text exposition of the broker's state (Redis brokers only)."""
+    broker = plane.broker
     if not isinstance(broker, RedisBroker):
         raise ConfigError(f"/metrics reads Redis; the broker is {type(broker).__name__} (set EVENTBUS_BROKER_URL)")
     registry = CollectorRegistry(auto_describe=False)
+    registry.register(ControlPlaneCollector(plane))
     registry.register(BrokerCollector(broker, known_queues(settings)))
     return generate_latest(registry)

@@ -5,20 +5,30 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute, Match
 
 from eventbus.errors import (
     AdminAuthError,
     ConfigError,
+    ControlPlaneUnavailable,
+    DeadLetterNotFound,
     EventBusError,
+    EventNotFound,
+    InvalidJobState,
     InvalidTopicName,
+    JobNotFound,
+    NotFound,
     PayloadInvalid,
     PayloadNotSerializable,
     PublishError,
+    QueueNotFound,
+    SubscriptionNotFound,
     UnknownTopic,
     UnknownWebhookSource,
     WebhookPayloadInvalid,
@@ -38,6 +48,14 @@ _STATUS: list[tuple[type[EventBusError], int, str]] = [
     (PayloadNotSerializable, 422, "payload_not_serializable"),
     (WebhookPayloadInvalid, 422, "webhook_payload_invalid"),
     (PublishError, 503, "broker_unavailable"),
+    (JobNotFound, 404, "job_not_found"),
+    (QueueNotFound, 404, "queue_not_found"),
+    (DeadLetterNotFound, 404, "dead_letter_not_found"),
+    (EventNotFound, 404, "event_not_found"),
+    (SubscriptionNotFound, 404, "subscription_not_found"),
+    (NotFound, 404, "not_found"),
+    (InvalidJobState, 409, "invalid_job_state"),
+    (ControlPlaneUnavailable, 503, "control_plane_unavailable"),
     (ConfigError, 500, "server_misconfigured"),
 ]
 _HTTP_CODES = {400: "body_unreadable", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
@@ -59,7 +77,7 @@ def error_response(status: int, code: str, detail: str, *, fields: list[str] | N
 async def _bus_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, EventBusError)
     status, code = next(((s, c) for t, s, c in _STATUS if isinstance(exc, t)), (400, "bad_request"))
-    if status >= 500 and not isinstance(exc, PublishError):
+    if status >= 500 and not isinstance(exc, (PublishError, ControlPlaneUnavailable)):
         logger.error("%s %s: %s", request.method, request.url.path, exc)
         return error_response(status, code, "the server is misconfigured; see the server log")
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AdminAuthError) else None
@@ -82,9 +100,29 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
     detail = str(exc.detail)
+    headers = exc.headers
     if exc.status_code == 400:  # FastAPI's only 400: a body it cannot decode (e.g. not UTF-8)
         detail = f"{detail}; send a UTF-8 encoded JSON object"
-    return error_response(exc.status_code, code, detail, headers=exc.headers)
+    if exc.status_code == 405:  # Starlette names the first route's methods only; a path may have several routes
+        headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
+    return error_response(exc.status_code, code, detail, headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, BaseRoute) and route.matches(request.scope)[0] != Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
+async def _redis_error(request: Request, exc: Exception) -> JSONResponse:
+    # A control-plane read or write that lost Redis: nothing half-done is reported as done.
+    logger.warning("%s %s: Redis error: %s", request.method, request.url.path, exc)
+    return error_response(
+        503, "broker_unavailable", "cannot reach Redis; is it running at EVENTBUS_BROKER_URL / REDIS_URL?",
+        headers={"Retry-After": "5"},
+    )  # fmt: skip
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -97,6 +135,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(EventBusError, _bus_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(redis.RedisError, _redis_error)
     app.add_exception_handler(Exception, _unexpected)
 
 

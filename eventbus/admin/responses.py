@@ -16,13 +16,14 @@ class ErrorBody(BaseModel):
 
 
 _MEANING = {
-    400: "The body cannot be decoded (not UTF-8 JSON).",
+    400: "The body cannot be decoded (not UTF-8 JSON), or the operation cannot use an argument (e.g. a cursor).",
     401: "Missing or wrong credentials (admin bearer token, or webhook signature).",
-    404: "No such resource (topic, webhook source or path).",
+    404: "No such resource (topic, webhook source, queue, job, dead letter or path).",
+    409: "The job is not in a state the operation applies to (e.g. retrying a completed job).",
     413: "The request body is larger than EVENTBUS_MAX_BODY_BYTES.",
     422: "Input failed validation; `fields` names what to fix.",
     500: "Unexpected server error; the body never carries internals, the server log has the traceback.",
-    503: "The broker is unreachable; nothing was done. Retry later.",
+    503: "The broker is unreachable, or is not Redis (the control plane needs it); nothing was done.",
 }
 
 

@@ -34,6 +34,15 @@ def admin_routes() -> list[tuple[str, str]]:
 
 def test_the_token_tests_cover_the_routes_of_this_step():
     assert {("GET", "/api/topics"), ("POST", "/api/events/order.placed")} <= set(admin_routes())
+    control = {
+        ("GET", "/api/stats"), ("GET", "/api/queues/x1/stats"), ("GET", "/api/queues/x1/jobs"),
+        ("GET", "/api/jobs/x1"), ("DELETE", "/api/jobs/x1"), ("POST", "/api/jobs/x1/retry"),
+        ("POST", "/api/queues/x1/pause"), ("POST", "/api/queues/x1/resume"), ("POST", "/api/queues/x1/clean"),
+        ("POST", "/api/queues/x1/retry-failed"), ("GET", "/api/dead-letters"),
+        ("POST", "/api/dead-letters/x1/requeue"), ("DELETE", "/api/dead-letters/x1"),
+    }  # fmt: skip
+    assert control <= set(admin_routes())
+    assert ("GET", "/api/health") not in admin_routes()
 
 
 @pytest.mark.parametrize(
@@ -49,12 +58,13 @@ def test_every_admin_route_without_the_right_token_answers_401_json(
     headers = {"Authorization": authorization} if authorization is not None else {}
     with server.client(token=None) as http:
         response = http.request(method, path, json=ORDER if method == "POST" else None, headers=headers)
-    # Then it is 401 with a JSON error, and nothing was published
+    # Then it is 401 with a JSON error, and nothing was published or paused
     assert response.status_code == 401
     assert response.headers["content-type"] == "application/json"
     assert response.headers["www-authenticate"] == "Bearer"
     assert response.json()["error"] == "unauthorized"
     assert published(redis_client, namespace) == []
+    assert redis_client.scard(f"{namespace}:__paused__") == 0
 
 
 def test_a_malformed_body_without_a_token_is_still_401(server: Server):

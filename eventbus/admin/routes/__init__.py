@@ -7,6 +7,14 @@ from fastapi import APIRouter
 
 def default_routers() -> list[APIRouter]:
     """Every router of the admin app, in mount order."""
-    from eventbus.admin.routes import events, metrics, topics, webhooks
+    from eventbus.admin.routes import control, dashboard, events, metrics, topics, webhooks
 
-    return [topics.router, events.router, webhooks.router, metrics.router]
+    return [
+        control.public,
+        control.router,
+        topics.router,
+        events.router,
+        webhooks.router,
+        metrics.router,
+        dashboard.router,
+    ]

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
+from eventbus.admin.plane import app_control_plane
 from eventbus.admin.responses import errors
 from eventbus.broker import describe, get_broker
 from eventbus.errors import PublishError
@@ -19,12 +20,13 @@ router = APIRouter(tags=["metrics"])
     "/metrics",
     response_class=Response,
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}, **errors(503)},
-    summary="Prometheus metrics (queue depths, dead letters, pauses, live workers)",
+    summary="Prometheus metrics: ControlPlane.stats() per queue and topic, queue depths by priority, live workers",
 )
 async def metrics(request: Request) -> Response:
     broker = get_broker()
+    plane = app_control_plane(request.app)  # not Redis: ControlPlaneUnavailable, 503 naming the fix
     try:
-        body = await run_in_threadpool(render_metrics, broker, request.app.state.settings)
+        body = await run_in_threadpool(render_metrics, plane, request.app.state.settings)
     except redis.RedisError as exc:
         raise PublishError(f"cannot read metrics from {describe(broker)}: {exc}; is Redis running?") from None
     return Response(body, media_type=CONTENT_TYPE_LATEST)
