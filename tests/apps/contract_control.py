@@ -3,6 +3,7 @@
 - ``cc.happened``: ``cc_ok`` (queue ``cc_ok``) succeeds; ``cc_broken`` (queue ``cc_dead``, max_retries=2)
   fails until ``FIXED`` is set.
 - ``cc.flaky``: ``cc_flaky`` (queue ``cc_flaky``) takes 0.3 s per attempt and fails the first one.
+- ``cc.slow``: ``cc_slow`` (queue ``cc_slow``) records when it starts, then sleeps ``sleep_ms``.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from eventbus import Event, declare_topic, subscribe
 
 declare_topic("cc.happened")
 declare_topic("cc.flaky")
+declare_topic("cc.slow")
 
 CALLS: Counter[str] = Counter()
+STARTS: list[float] = []
 FIXED = threading.Event()
 _lock = threading.Lock()
 
@@ -30,6 +33,7 @@ def record(name: str, event: Event) -> int:
 def reset() -> None:
     with _lock:
         CALLS.clear()
+        STARTS.clear()
     FIXED.clear()
 
 
@@ -52,3 +56,11 @@ def cc_flaky(event: Event) -> None:
     time.sleep(0.3)
     if record("cc_flaky", event) == 1:
         raise RuntimeError("first attempt of cc_flaky fails")
+
+
+@subscribe("cc.slow", name="cc_slow", queue="cc_slow")
+def cc_slow(event: Event) -> None:
+    with _lock:
+        STARTS.append(time.time())
+    time.sleep(float(event.payload.get("sleep_ms", 0)) / 1000)
+    record("cc_slow", event)

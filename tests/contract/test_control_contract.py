@@ -135,6 +135,27 @@ def test_pause_holds_jobs_waiting_and_resume_runs_them(contract_bus, cp):
         cp.pause("no_such_queue")
 
 
+def test_pause_stops_new_starts_within_250_ms_even_of_fetched_jobs(contract_bus, cp):
+    # Given 4 worker threads working through 40 jobs of 300 ms (so some wait fetched ahead of the threads)
+    contract_bus.start(threads=4)
+    events = publish_many([("cc.slow", {"n": i, "sleep_ms": 300}) for i in range(40)])
+    wait_for(lambda: len(app.STARTS) >= 6, 30)
+    # When the queue is paused
+    cp.pause("cc_slow")
+    paused_at = time.time()
+    time.sleep(1.0)
+    # Then no job starts later than 250 ms after the pause
+    late = [t - paused_at for t in list(app.STARTS) if t > paused_at + 0.25]
+    assert late == [], f"{len(late)} jobs started after the pause"
+    assert len(app.STARTS) < 40
+    # And after resume every job runs exactly once
+    cp.resume("cc_slow")
+    wait_for(lambda: sum(1 for k in app.CALLS if k.startswith("cc_slow|")) == 40, 60)
+    time.sleep(0.3)
+    assert {k: n for k, n in app.CALLS.items() if k.startswith("cc_slow|")} == {f"cc_slow|{e.id}": 1 for e in events}
+    assert len(app.STARTS) == 40
+
+
 def test_clean_purge_and_a_late_waiting_write(contract_bus, cp):
     # Given 6 completed deliveries on cc_ok and 6 dead ones on cc_dead
     contract_bus.start()
