@@ -121,12 +121,14 @@ class PauseGate(dramatiq.Middleware):
 
 
 def _put_back_row(broker: Any, message: Any) -> None:
-    """SQLite: make the fetched row visible again at the head of its priority and drop this process's lease.
+    """SQLite: copy the fetched row back at the head of its priority, visible at once.
 
-    The skipped message is acked next: pointing it at no row makes that ack a no-op.
+    Dramatiq acks the skipped message next, which deletes the leased original and frees this
+    process's lease on it through the consumer that fetched it.
     """
-    row_id = message.row_id
     with broker.store.transaction() as conn:
-        conn.execute("UPDATE messages SET visible_at = 0, lease_owner = NULL WHERE id = ?", (row_id,))
-    broker.leases(message.queue_name).discard([row_id])
-    message.row_id = -1
+        conn.execute(
+            "INSERT INTO messages (queue, rank, visible_at, eta, enqueued_at, message_id, data) "
+            "SELECT queue, rank, 0, eta, enqueued_at, message_id, data FROM messages WHERE id = ?",
+            (message.row_id,),
+        )
