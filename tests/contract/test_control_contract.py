@@ -12,7 +12,7 @@ import pytest
 from eventbus import publish_event, publish_many
 from eventbus.control import ControlPlane, DeadLetterFilter, HealthStatus, JobState
 from eventbus.delivery import EVENTS_QUEUE, FANOUT_ACTOR, build_message, delivery_id
-from eventbus.errors import QueueNotFound
+from eventbus.errors import InvalidJobState, JobNotFound, QueueNotFound
 from eventbus.ledger import transition
 from tests.apps import contract_control as app
 from tests.conftest import wait_for
@@ -196,3 +196,38 @@ def test_health_sees_the_broker_the_thresholds_and_live_workers(contract_bus, cp
     report = cp.health(max_failed=2)
     assert report.status == HealthStatus.DEGRADED
     assert any(r.startswith("3 failed jobs in dead letters (threshold 2): cc_dead 3") for r in report.reasons)
+
+
+def test_replay_remove_and_retry_one_job(contract_bus, cp):
+    # Given a worker, and an event that reached both subscribers (cc_broken fixed)
+    app.FIXED.set()
+    contract_bus.start()
+    event = publish_event("cc.happened", {"n": 1})
+    wait_for(lambda: app.CALLS[f"cc_ok|{event.id}"] == 1 and app.CALLS[f"cc_fixed|{event.id}"] == 1, 30)
+    # When it is replayed to cc_ok only
+    replayed = cp.replay(event.id, "cc_ok")
+    # Then cc_ok runs once more, as a new job, and cc_broken does not
+    wait_for(lambda: app.CALLS[f"cc_ok|{event.id}"] == 2, 30)
+    wait_for(lambda: cp.get_job(replayed.job_id).state == JobState.COMPLETED, 10)
+    assert replayed.job_id != delivery_id(event.id, "cc_ok") and app.CALLS[f"cc_fixed|{event.id}"] == 1
+    # When a waiting job of a paused queue is removed
+    cp.pause("cc_ok")
+    events = publish_many([("cc.happened", {"n": i}) for i in range(3)])
+    ids = [delivery_id(e.id, "cc_ok") for e in events]
+    wait_for(lambda: len(cp.list_jobs("cc_ok", "waiting").items) == 3, 30)
+    assert cp.remove_job(ids[1]).state == JobState.WAITING
+    cp.resume("cc_ok")
+    # Then the others run and it never does
+    wait_for(lambda: app.CALLS[f"cc_ok|{events[0].id}"] == 1 and app.CALLS[f"cc_ok|{events[2].id}"] == 1, 30)
+    time.sleep(0.3)
+    assert app.CALLS[f"cc_ok|{events[1].id}"] == 0
+    with pytest.raises(JobNotFound):
+        cp.get_job(ids[1])
+    # And a dead job retried by id runs again and completes
+    app.FIXED.clear()
+    dead = dead_deliveries(cp, 1)[0]
+    app.FIXED.set()
+    assert cp.retry_job(dead).id == dead
+    wait_for(lambda: cp.get_job(dead).state == JobState.COMPLETED, 30)
+    with pytest.raises(InvalidJobState):
+        cp.retry_job(dead)
