@@ -173,7 +173,11 @@ class JobRecord:
     @classmethod
     def from_hash(cls, raw: dict[bytes, bytes]) -> JobRecord:
         """Decode a ledger hash (as read from Redis)."""
-        d = {k.decode(): v.decode() for k, v in raw.items()}
+        return cls.from_fields({k.decode(): v.decode() for k, v in raw.items()})
+
+    @classmethod
+    def from_fields(cls, d: dict[str, str]) -> JobRecord:
+        """Decode a record's fields (``state``, ``updated_at`` and ``history`` included)."""
 
         def num(name: str) -> int | None:
             value = d.get(name)

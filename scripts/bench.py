@@ -150,10 +150,13 @@ def section_ledger(ns: Namespaces, args: argparse.Namespace) -> dict[str, Any]:
     from bench_control import bench_drain as drain
 
     n, rounds = (1000, 1) if args.quick else (5000, 3)
-    runs = [drain(ledger, n) for _ in range(rounds) for ledger in (False, True)]
-    off = statistics.median(r["jobs_per_s"] for r in runs if not r["ledger"])
-    on = statistics.median(r["jobs_per_s"] for r in runs if r["ledger"])
-    return {"ledger_off_jobs_per_s": off, "ledger_on_jobs_per_s": on, "ratio_on_vs_off": round(on / off, 3)}
+    out: dict[str, Any] = {}
+    for kind in ("redis", "sqlite"):
+        runs = [drain(ledger, n, kind) for _ in range(rounds) for ledger in (False, True)]
+        off = statistics.median(r["jobs_per_s"] for r in runs if not r["ledger"])
+        on = statistics.median(r["jobs_per_s"] for r in runs if r["ledger"])
+        out[kind] = {"ledger_off_jobs_per_s": off, "ledger_on_jobs_per_s": on, "ratio_on_vs_off": round(on / off, 3)}
+    return out
 
 
 def section_sqlite(ns: Namespaces, args: argparse.Namespace) -> dict[str, Any]:

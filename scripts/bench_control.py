@@ -1,8 +1,8 @@
 """Drain throughput with the job ledger on vs off (issue 5: ledger on must reach >= 85% of off).
 
-    .venv/bin/python scripts/bench_control.py [N] [ROUNDS]
+    .venv/bin/python scripts/bench_control.py [N] [ROUNDS] [redis|sqlite]
 
-``bench_drain(ledger, n)`` enqueues ``n`` no-op deliveries to a paused queue, starts one worker
+``bench_drain(ledger, n, kind)`` enqueues ``n`` no-op deliveries to a paused queue, starts one worker
 process with 8 threads, resumes the queue and times until every message is acked.
 """
 
@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import replace
@@ -41,14 +43,18 @@ def _wait(check: Any, timeout_s: float, what: str) -> None:
         time.sleep(0.01)
 
 
-def bench_drain(ledger: bool, n: int = 5000) -> dict[str, Any]:
-    """Jobs/s of ``n`` no-op deliveries drained by one worker process x 8 threads (ledger on or off)."""
+def bench_drain(ledger: bool, n: int = 5000, kind: str = "redis") -> dict[str, Any]:
+    """Jobs/s of ``n`` no-op deliveries drained by one worker process x 8 threads (ledger on or off).
+
+    ``kind`` "redis" uses the configured Redis (own namespace); "sqlite" a new file in a temporary folder.
+    """
     import bench_control_app  # noqa: F401  registers the subscription in this process
 
     namespace = f"bench-{uuid.uuid4().hex[:8]}"
-    settings = replace(
-        Settings.from_env(), broker_url=REDIS_URL, namespace=namespace, ledger=ledger, default_subscribers=False
-    )
+    settings = replace(Settings.from_env(), namespace=namespace, ledger=ledger, default_subscribers=False)
+    folder = tempfile.mkdtemp(prefix="eventbus-bench-") if kind == "sqlite" else None
+    url = f"sqlite:///{folder}/bench.db" if folder is not None else REDIS_URL
+    settings = replace(settings, broker_url=url)
     set_settings(settings)
     broker: Any = make_broker(settings)
     set_broker(broker)
@@ -81,21 +87,34 @@ def bench_drain(ledger: bool, n: int = 5000) -> dict[str, Any]:
             writer.flush()
         started = time.monotonic()
         cp.resume("bench")
-        _wait(lambda: broker.client.hlen(f"{namespace}:bench.msgs") == 0, 600, "drain")
+        if folder is not None:
+            _wait(lambda: broker.queue_size("bench") == 0, 600, "drain")
+        else:
+            _wait(lambda: broker.client.hlen(f"{namespace}:bench.msgs") == 0, 600, "drain")
         drained_s = time.monotonic() - started
         if ledger:
             _wait(lambda: cp.stats().queue("bench").completed >= min(n, settings.keep_completed), 60, "ledger")
-        return {"ledger": ledger, "n": n, "seconds": round(drained_s, 3), "jobs_per_s": round(n / drained_s, 1)}
+        return {
+            "broker": kind,
+            "ledger": ledger,
+            "n": n,
+            "seconds": round(drained_s, 3),
+            "jobs_per_s": round(n / drained_s, 1),
+        }
     finally:
-        os.kill(worker.pid, signal.SIGTERM)  # the main process only: it forwards to its workers
+        os.kill(worker.pid, signal.SIGTERM)  # the main process forwards it once; a second one kills mid-shutdown
         try:
             worker.wait(60)
         except subprocess.TimeoutExpired:
             os.killpg(worker.pid, signal.SIGKILL)
             worker.wait(10)
-        keys = list(broker.client.scan_iter(f"{namespace}:*", count=1000))
-        for i in range(0, len(keys), 500):
-            broker.client.delete(*keys[i : i + 500])
+        if folder is not None:
+            broker.close()
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            keys = list(broker.client.scan_iter(f"{namespace}:*", count=1000))
+            for i in range(0, len(keys), 500):
+                broker.client.delete(*keys[i : i + 500])
         set_broker(None)
         set_settings(None)
 
@@ -103,10 +122,18 @@ def bench_drain(ledger: bool, n: int = 5000) -> dict[str, Any]:
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
-    runs = [bench_drain(ledger, n) for _ in range(rounds) for ledger in (False, True)]
+    kind = sys.argv[3] if len(sys.argv) > 3 else "redis"
+    if kind not in ("redis", "sqlite"):
+        raise SystemExit(f"unknown broker kind {kind!r}; use redis or sqlite")
+    runs = [bench_drain(ledger, n, kind) for _ in range(rounds) for ledger in (False, True)]
     off = statistics.median(r["jobs_per_s"] for r in runs if not r["ledger"])
     on = statistics.median(r["jobs_per_s"] for r in runs if r["ledger"])
-    print(json.dumps({"runs": runs, "off_jobs_per_s": off, "on_jobs_per_s": on, "ratio": round(on / off, 3)}, indent=2))
+    print(
+        json.dumps(
+            {"broker": kind, "runs": runs, "off_jobs_per_s": off, "on_jobs_per_s": on, "ratio": round(on / off, 3)},
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

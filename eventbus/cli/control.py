@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import sqlite3
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -19,7 +20,7 @@ import redis
 
 from eventbus.cli.base import cli
 from eventbus.control import ControlPlane, DeadLetterFilter, HealthStatus, JobState
-from eventbus.errors import NotFound
+from eventbus.errors import NotFound, StoreBusy
 from eventbus.settings import get_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -58,6 +59,10 @@ def faces_errors(fn: F) -> F:
         except redis.RedisError as exc:
             raise click.ClickException(
                 f"cannot reach the broker ({exc}); is Redis running at EVENTBUS_BROKER_URL / REDIS_URL?"
+            ) from None
+        except (sqlite3.Error, StoreBusy) as exc:
+            raise click.ClickException(
+                f"cannot read the SQLite broker file ({exc}); check EVENTBUS_BROKER_URL and the file's permissions"
             ) from None
 
     return wrapper  # type: ignore[return-value]

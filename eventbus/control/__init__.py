@@ -21,6 +21,7 @@ import dramatiq
 
 from eventbus.brokers import BusBroker
 from eventbus.control import deadletters, health, jobs, stats
+from eventbus.control.store import ControlStore
 from eventbus.control.types import (
     DeadLetter,
     DeadLetterFilter,
@@ -38,15 +39,14 @@ from eventbus.control.types import (
 from eventbus.delivery import delivery_id, delivery_message
 from eventbus.errors import ControlPlaneUnavailable, EventBusError, EventNotFound, QueueNotFound, SubscriptionNotFound
 from eventbus.ledger import JobRecord, JobState, canonical_queue
-from eventbus.ledger_redis import RedisLedger, Retention
 from eventbus.middleware.ledger import ledger_writer
-from eventbus.middleware.pause import paused_key
 from eventbus.priority import Priority
 from eventbus.settings import Settings, get_settings
 from eventbus.subscriber import Subscription, get_subscription
 
 __all__ = [
     "ControlPlane",
+    "ControlStore",
     "DeadLetter",
     "DeadLetterFilter",
     "HealthCheck",
@@ -65,19 +65,13 @@ __all__ = [
 
 
 class ControlPlane:
-    """Operations on the queues, jobs and dead letters of one broker (Redis)."""
+    """Operations on the queues, jobs and dead letters of one broker (Redis or SQLite)."""
 
     def __init__(self, broker: dramatiq.Broker, settings: Settings | None = None) -> None:
-        if not hasattr(broker, "client") or not hasattr(broker, "namespace"):
-            raise ControlPlaneUnavailable(
-                f"the control plane needs a Redis broker, not {type(broker).__name__}; set EVENTBUS_BROKER_URL=redis://…"
-            )
         self.broker = broker
         self.settings = settings or get_settings()
-        self.client = broker.client
-        self.namespace: str = broker.namespace
-        self.ledger = RedisLedger(self.client, self.namespace, Retention.from_settings(self.settings))
-        self._scripts: dict[str, Any] = {}
+        self.store: ControlStore = control_store(broker, self.settings)
+        self.namespace: str = self.store.namespace
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> ControlPlane:
@@ -91,7 +85,7 @@ class ControlPlane:
 
     def queues(self) -> list[str]:
         """Every queue known here: used by a job or declared by a worker (or by this process)."""
-        return sorted(self.ledger.queues() | set(self.local_queues()))
+        return sorted(self.store.queues() | set(self.local_queues()))
 
     def stats(self) -> Stats:
         """Per queue {waiting, active, delayed, completed, failed, dead, paused, processed_last_minute}
@@ -106,16 +100,16 @@ class ControlPlane:
     def pause(self, queue: str) -> None:
         """Stop every worker from starting jobs of ``queue`` (running ones finish; nothing is lost)."""
         self.require_queue(queue)
-        self.client.sadd(paused_key(self.namespace), queue)
+        self.store.pause(queue)
 
     def resume(self, queue: str) -> None:
         """Let workers take jobs of ``queue`` again (within ~1 s)."""
         self.require_queue(queue)
-        self.client.srem(paused_key(self.namespace), queue)
+        self.store.resume(queue)
 
     def paused(self) -> list[str]:
         """The paused queues."""
-        return sorted(q.decode() for q in self.client.smembers(paused_key(self.namespace)))
+        return sorted(self.store.paused())
 
     # -- jobs -----------------------------------------------------------------------------------
 
@@ -197,7 +191,7 @@ class ControlPlane:
 
     def replay(self, event_id: str, subscription: str) -> ReplayResult:
         """Deliver a past event again to one subscription, as a new job (other subscriptions are untouched)."""
-        event = self.ledger.event(event_id)
+        event = self.store.event(event_id)
         if event is None:
             raise EventNotFound(
                 f"event {event_id!r} is not stored: older than EVENTBUS_EVENT_RETENTION_S "
@@ -233,15 +227,6 @@ class ControlPlane:
     def bus_broker(self) -> BusBroker:
         return cast(BusBroker, self.broker)
 
-    def key(self, *parts: str) -> str:
-        return ":".join((self.namespace, *parts))
-
-    def script(self, name: str, source: str) -> Any:
-        """A registered Lua script (registered once per control plane)."""
-        if name not in self._scripts:
-            self._scripts[name] = self.client.register_script(source)
-        return self._scripts[name]
-
     def local_queues(self) -> list[str]:
         """Queues declared on this process's broker."""
         return sorted({canonical_queue(q) for q in self.broker.get_declared_queues()})
@@ -253,7 +238,7 @@ class ControlPlane:
 
     def find_subscription(self, name: str) -> Subscription:
         """A subscription as the workers registered it, else as this process has it."""
-        raw = self.client.hget(self.key("subscriptions"), name)
+        raw = self.store.subscription(name)
         if raw:
             d = json.loads(raw)
             return Subscription(
@@ -273,6 +258,24 @@ class ControlPlane:
                 "check the name with `eventbus topics`"
             )
         return local
+
+
+def control_store(broker: dramatiq.Broker, settings: Settings) -> ControlStore:
+    """The control plane's store for ``broker``: Redis keys or tables in the SQLite file."""
+    from eventbus.brokers.sqlite import SQLiteBroker
+
+    if isinstance(broker, SQLiteBroker):
+        from eventbus.control.store_sqlite import SQLiteControlStore
+
+        return SQLiteControlStore(broker, settings)
+    if hasattr(broker, "client") and hasattr(broker, "namespace"):
+        from eventbus.control.store_redis import RedisControlStore
+
+        return RedisControlStore(broker, settings)
+    raise ControlPlaneUnavailable(
+        f"the control plane needs a Redis or SQLite broker, not {type(broker).__name__}; "
+        "set EVENTBUS_BROKER_URL=redis://… or sqlite:///path.db"
+    )
 
 
 def _never_called(event: Any) -> None:

@@ -1,9 +1,8 @@
 """Dead letters: list, show, requeue and purge, safely while workers run.
 
-Dramatiq keeps them per queue in ``<q>.XQ`` (zset of broker ids by dead-letter time) and
-``<q>.XQ.msgs`` (the message, rewritten at nack with the final attempt's error and traceback).
-Requeue and purge "take" entries with a Lua script (ZREM, and only if that removed it, HGET+HDEL),
-so two operators never requeue the same letter twice. Never ``broker.flush``: it drops the queue too.
+The broker keeps them per queue (the message as rewritten at nack, with the final attempt's error
+and traceback), named by a broker id and scored by the time they died; see ``ControlStore``.
+Requeue and purge "take" entries atomically, so two operators never requeue the same letter twice.
 """
 
 from __future__ import annotations
@@ -21,29 +20,6 @@ from eventbus.middleware.ledger import ledger_writer
 
 if TYPE_CHECKING:
     from eventbus.control import ControlPlane
-
-_TAKE = """
-local out = {}
-for i, id in ipairs(ARGV) do
-    out[i] = false
-    if redis.call("zrem", KEYS[1], id) == 1 then
-        out[i] = redis.call("hget", KEYS[2], id)
-        redis.call("hdel", KEYS[2], id)
-    end
-end
-return out
-"""
-
-_TAKE_OLDER = """
-local ids = redis.call("zrangebyscore", KEYS[1], "-inf", ARGV[1], "LIMIT", 0, 500)
-local out = {}
-for i, id in ipairs(ids) do
-    redis.call("zrem", KEYS[1], id)
-    out[i] = redis.call("hget", KEYS[2], id) or ""
-    redis.call("hdel", KEYS[2], id)
-end
-return out
-"""
 
 # Options that belong to one run of a message, not to the job: dropped when a dead letter is requeued.
 _RUN_OPTIONS = frozenset(
@@ -81,20 +57,14 @@ def to_dead_letter(queue: str, score: float, data: bytes) -> DeadLetter:
     )
 
 
-def _xq(cp: ControlPlane, queue: str) -> tuple[str, str]:
-    return cp.key(queue + ".XQ"), cp.key(queue + ".XQ.msgs")
-
-
 def _iter_queue(cp: ControlPlane, queue: str, top: float, batch: int = 200) -> Iterator[_Entry]:
-    zkey, hkey = _xq(cp, queue)
     start = 0
     while True:
-        rows = cp.client.zrevrangebyscore(zkey, top, "-inf", start=start, num=batch, withscores=True)
+        rows = cp.store.dead_rows(queue, top, start, batch)
         if not rows:
             return
-        datas = cp.client.hmget(hkey, [member for member, _ in rows])
-        for (member, score), data in zip(rows, datas):
-            yield (-score, queue, member.decode(), data)
+        for member, score, data in rows:
+            yield (-score, queue, member, data)
         start += len(rows)
 
 
@@ -142,19 +112,8 @@ def list_dead_letters(
 
 
 def locate(cp: ControlPlane, job_id: str) -> tuple[str, str, bytes] | None:
-    """(queue, broker id, data) of the dead letter of ``job_id``: through the ledger, else by scanning."""
-    record = cp.ledger.get([job_id])[0]
-    raw_rmid = cp.client.hget(cp.ledger.job_key(job_id), "redis_message_id") if record else None
-    if record is not None and raw_rmid:
-        data = cp.client.hget(_xq(cp, record.queue)[1], raw_rmid)
-        if data:
-            return record.queue, raw_rmid.decode(), data
-    needle = f'"message_id":"{job_id}"'.encode()
-    for queue in cp.queues():
-        for rmid, data in cp.client.hscan_iter(_xq(cp, queue)[1], count=500):
-            if needle in data:
-                return queue, rmid.decode(), data
-    return None
+    """(queue, broker id, data) of the dead letter of ``job_id``."""
+    return cp.store.locate_dead(job_id, cp.queues())
 
 
 def get_dead_letter(cp: ControlPlane, job_id: str) -> DeadLetter:
@@ -163,7 +122,7 @@ def get_dead_letter(cp: ControlPlane, job_id: str) -> DeadLetter:
     if found is None:
         raise DeadLetterNotFound(f"no dead letter for job {job_id!r}; it was requeued, purged, or never failed")
     queue, rmid, data = found
-    score = cp.client.zscore(_xq(cp, queue)[0], rmid) or 0.0
+    score = cp.store.dead_score(queue, rmid)
     return to_dead_letter(queue, score, data)
 
 
@@ -199,14 +158,6 @@ def _select(
     return chosen, missing
 
 
-def _take(cp: ControlPlane, queue: str, rmids: list[str]) -> list[bytes]:
-    script = cp.script("dlq_take", _TAKE)
-    out: list[bytes] = []
-    for i in range(0, len(rmids), 500):
-        out.extend(d for d in script(keys=list(_xq(cp, queue)), args=rmids[i : i + 500]) if d)
-    return out
-
-
 def requeue(
     cp: ControlPlane,
     ids: Sequence[str] | None = None,
@@ -219,12 +170,12 @@ def requeue(
     chosen, missing = _select(cp, ids, match, everything, limit)
     requeued: list[str] = []
     for queue, rmids in chosen.items():
-        taken = _take(cp, queue, rmids)
+        taken = cp.store.take_dead(queue, rmids)
         messages = [_fresh(dramatiq.Message.decode(data)) for data in taken]
         try:
             cp.bus_broker.enqueue_many(messages)
         except Exception:
-            _put_back(cp, queue, taken)
+            cp.store.put_back_dead(queue, taken)
             raise
         requeued.extend(m.message_id for m in messages)
     writer = ledger_writer(cp.broker)
@@ -248,16 +199,15 @@ def purge(
     if older_than_s is not None and not ids and (match is None or match == DeadLetterFilter(queue=match.queue)):
         queues = _queues_for(cp, match or DeadLetterFilter())
         cutoff = now_ms() - int(older_than_s * 1000)
-        script = cp.script("dlq_take_older", _TAKE_OLDER)
         for queue in queues:
-            while batch := script(keys=list(_xq(cp, queue)), args=[cutoff]):
+            while batch := cp.store.take_dead_older(queue, cutoff):
                 taken.extend((queue, d) for d in batch)
     else:
         if older_than_s is not None:
             match = DeadLetterFilter(**{**(match or DeadLetterFilter()).__dict__, "older_than_s": older_than_s})
         chosen, _ = _select(cp, ids, match, everything, None)
         for queue, rmids in chosen.items():
-            taken.extend((queue, d) for d in _take(cp, queue, rmids))
+            taken.extend((queue, d) for d in cp.store.take_dead(queue, rmids))
     _mark_failed(cp, taken)
     return len(taken)
 
@@ -276,16 +226,6 @@ def _fresh(message: dramatiq.Message[Any]) -> dramatiq.Message[Any]:
     )
 
 
-def _put_back(cp: ControlPlane, queue: str, datas: list[bytes]) -> None:
-    zkey, hkey = _xq(cp, queue)
-    with cp.client.pipeline(transaction=True) as pipe:
-        for data in datas:
-            rmid = dramatiq.Message.decode(data).options["redis_message_id"]
-            pipe.zadd(zkey, {rmid: now_ms()})
-            pipe.hset(hkey, rmid, data)
-        pipe.execute()
-
-
 def _mark_failed(cp: ControlPlane, taken: list[tuple[str, bytes]]) -> None:
     ops = []
     at = str(now_ms())
@@ -299,4 +239,4 @@ def _mark_failed(cp: ControlPlane, taken: list[tuple[str, bytes]]) -> None:
              "f": {}, "force": True, "existing": True}
         )  # fmt: skip
     if ops:
-        cp.ledger.apply(ops)
+        cp.store.apply(ops)

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
-
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+from typing import TYPE_CHECKING
 
 from eventbus.control.types import HealthCheck, HealthReport, HealthStatus, WorkerInfo
 from eventbus.ledger import now_ms
@@ -14,19 +10,12 @@ from eventbus.ledger import now_ms
 if TYPE_CHECKING:
     from eventbus.control import ControlPlane
 
-PING_TIMEOUT_S = 1.0
 WORKER_TTL_S = 15.0
 
 
-def workers_key(cp: ControlPlane) -> str:
-    """zset of worker processes (``host:pid``) by last heartbeat (ms)."""
-    return cp.key("workers")
-
-
-def live_workers(cp: ControlPlane, client: redis.Redis | None = None) -> list[WorkerInfo]:  # type: ignore[type-arg]
+def live_workers(cp: ControlPlane) -> list[WorkerInfo]:
     """Worker processes with a heartbeat in the last 15 s."""
-    rows = (client or cp.client).zrangebyscore(workers_key(cp), now_ms() - WORKER_TTL_S * 1000, "+inf", withscores=True)
-    return [WorkerInfo(name.decode(), int(score)) for name, score in rows]
+    return cp.store.live_workers(now_ms() - int(WORKER_TTL_S * 1000))
 
 
 def memory_policy_check(policy: str | None) -> HealthCheck:
@@ -43,22 +32,12 @@ def memory_policy_check(policy: str | None) -> HealthCheck:
 
 
 def check(cp: ControlPlane, *, max_failed: int | None = None, max_waiting: int | None = None) -> HealthReport:
-    """Broker reachable (1 s), memory policy, dead letters and waiting jobs under thresholds, a live worker."""
+    """Broker reachable (1 s) and its own checks, dead letters and waiting jobs under thresholds, a live worker."""
     max_failed = cp.settings.health_max_failed if max_failed is None else max_failed
     max_waiting = cp.settings.health_max_waiting if max_waiting is None else max_waiting
-    client = _quick_client(cp)
-    try:
-        client.ping()
-    except (redis.RedisError, OSError) as exc:
-        reason = f"broker unreachable: {exc}; is Redis running at EVENTBUS_BROKER_URL / REDIS_URL?"
-        return HealthReport(HealthStatus.UNHEALTHY, [reason], [HealthCheck("broker", False, reason)])
-    checks = [HealthCheck("broker", True, "reachable")]
-    try:
-        policy_raw = client.config_get("maxmemory-policy").get("maxmemory-policy")
-        policy = policy_raw.decode() if isinstance(policy_raw, bytes) else policy_raw
-    except redis.RedisError:
-        policy = None
-    checks.append(memory_policy_check(policy))
+    checks = cp.store.probe()
+    if not checks[0].ok:
+        return HealthReport(HealthStatus.UNHEALTHY, [checks[0].detail], checks[:1])
     stats = cp.stats()
     dead = {q.queue: q.dead for q in stats.queues if q.dead}
     total_dead = sum(dead.values())
@@ -80,7 +59,7 @@ def check(cp: ControlPlane, *, max_failed: int | None = None, max_waiting: int |
             + (f": {_per_queue(waiting)}; add workers or check paused queues" if total_waiting > max_waiting else ""),
         )
     )
-    workers = live_workers(cp, client)
+    workers = live_workers(cp)
     checks.append(
         HealthCheck(
             "workers",
@@ -96,13 +75,3 @@ def check(cp: ControlPlane, *, max_failed: int | None = None, max_waiting: int |
 
 def _per_queue(counts: dict[str, int]) -> str:
     return ", ".join(f"{q} {n}" for q, n in sorted(counts.items(), key=lambda kv: -kv[1]))
-
-
-def _quick_client(cp: ControlPlane) -> redis.Redis:  # type: ignore[type-arg]
-    """A client that gives up after PING_TIMEOUT_S, without retries, so health answers within 2 s."""
-    return redis.Redis.from_url(
-        cast(Any, cp.broker).url,
-        socket_connect_timeout=PING_TIMEOUT_S,
-        socket_timeout=PING_TIMEOUT_S,
-        retry=Retry(NoBackoff(), 0),
-    )

@@ -15,26 +15,6 @@ from eventbus.ledger import JobRecord, JobState, now_ms
 if TYPE_CHECKING:
     from eventbus.control import ControlPlane
 
-# Take a waiting message out of its lists (only if no worker fetched it yet) and drop its data.
-_REMOVE_WAITING = """
-local removed = 0
-for i = 2, #KEYS do
-    removed = removed + redis.call("lrem", KEYS[i], 0, ARGV[1])
-end
-if removed > 0 then
-    redis.call("hdel", KEYS[1], ARGV[1])
-end
-return removed
-"""
-
-_PAYLOAD_SUFFIX = {
-    JobState.WAITING: ".msgs",
-    JobState.ACTIVE: ".msgs",
-    JobState.DELAYED: ".DQ.msgs",
-    JobState.RETRYING: ".DQ.msgs",
-    JobState.DEAD: ".XQ.msgs",
-}
-
 
 def parse_state(state: JobState | str) -> JobState:
     """A JobState from its name, or an error listing the names."""
@@ -47,15 +27,13 @@ def parse_state(state: JobState | str) -> JobState:
 
 def get_job(cp: ControlPlane, job_id: str) -> JobRecord:
     """The record of ``job_id`` with its payload while the broker still holds the message."""
-    record = cp.ledger.get([job_id])[0] or _waiting_event(cp, job_id)
+    record = cp.store.get([job_id])[0] or _waiting_event(cp, job_id)
     if record is None:
         hint = "" if cp.settings.ledger else " (the ledger is off: EVENTBUS_LEDGER=0)"
         raise JobNotFound(f"no job {job_id!r}: never enqueued here, removed, or past its retention{hint}")
-    suffix = _PAYLOAD_SUFFIX.get(record.state)
-    rmid = _redis_message_id(cp, job_id)
-    if suffix is None or not rmid:
+    if record.payload is not None:
         return record
-    data = cp.client.hget(cp.key(record.queue + suffix), rmid)
+    data = cp.store.message_data(record)
     if not data:
         return record
     message = dramatiq.Message.decode(data)
@@ -64,7 +42,7 @@ def get_job(cp: ControlPlane, job_id: str) -> JobRecord:
 
 def _waiting_event(cp: ControlPlane, job_id: str) -> JobRecord | None:
     """A published event whose fan-out no worker has taken yet has no ledger record: read the broker."""
-    data = cp.client.hget(cp.key(EVENTS_QUEUE + ".msgs"), job_id)
+    data = cp.store.waiting_event_data(job_id)
     if not data:
         return None
     message = dramatiq.Message.decode(data)
@@ -93,15 +71,14 @@ def list_jobs(
     if not 1 <= limit <= 1000:
         raise EventBusError(f"limit must be between 1 and 1000, got {limit}")
     top, skip = decode_cursor(cursor)
-    key = cp.ledger.state_key(queue, st)
     items: list[JobRecord] = []
     scores: list[float] = []
     start = skip
     while len(items) < limit:
-        rows = cp.client.zrevrangebyscore(key, top, "-inf", start=start, num=limit + 1, withscores=True)
+        rows = cp.store.job_ids(queue, st, top, start, limit + 1)
         if not rows:
             break
-        records = cp.ledger.get(member.decode() for member, _ in rows)
+        records = cp.store.get(member for member, _ in rows)
         for (_, score), record in zip(rows, records):
             if len(items) == limit:
                 return Page(items, next_cursor(scores, (top, skip)))
@@ -118,7 +95,7 @@ def retry_job(cp: ControlPlane, job_id: str) -> JobRecord:
     if record.state == JobState.DEAD:
         result = cp.requeue_dead_letters([job_id])
         if result.requeued:
-            return cp.ledger.get([job_id])[0] or record
+            return cp.store.get([job_id])[0] or record
     if record.state == JobState.FAILED:
         raise InvalidJobState(
             f"job {job_id!r} failed and its dead letter was purged, so its message is gone; publish the event again"
@@ -137,12 +114,9 @@ def retry_failed(cp: ControlPlane, queue: str, *, limit: int | None = None) -> l
 def remove_job(cp: ControlPlane, job_id: str) -> JobRecord:
     """Delete a job: its record, and its message if it is waiting or dead. Returns the removed record."""
     record = get_job(cp, job_id)
-    rmid = _redis_message_id(cp, job_id)
-    if record.state == JobState.WAITING and rmid:
-        base = cp.key(record.queue)
-        lists = [base + ".p0", base + ".p1", base, base + ".p3"]
-        script = cp.script("remove_waiting", _REMOVE_WAITING)
-        if not int(script(keys=[base + ".msgs", *lists], args=[rmid])):
+    removed = cp.store.remove_waiting(record) if record.state == JobState.WAITING else None
+    if removed is not None:
+        if not removed:
             raise InvalidJobState(
                 f"job {job_id!r} was already fetched by a worker; pause queue {record.queue!r} first, then remove it"
             )
@@ -152,11 +126,7 @@ def remove_job(cp: ControlPlane, job_id: str) -> JobRecord:
         raise InvalidJobState(
             f"job {job_id!r} is {record.state.value} and a worker holds it; remove it once it is waiting or finished"
         )
-    with cp.client.pipeline(transaction=False) as pipe:
-        pipe.delete(cp.ledger.job_key(job_id))
-        for state in JobState:
-            pipe.zrem(cp.ledger.state_key(record.queue, state), job_id)
-        pipe.execute()
+    cp.store.delete_job(job_id, record.queue)
     return record
 
 
@@ -180,12 +150,7 @@ def clean(
         raise EventBusError("clean needs older_than_s (e.g. --older-than 7d) or keep_last (e.g. --keep 1000)")
     removed = 0
     if older_than_s is not None:
-        removed += cp.ledger.trim(queue, st, older_than_ms=now_ms() - int(older_than_s * 1000))
+        removed += cp.store.trim(queue, st, older_than_ms=now_ms() - int(older_than_s * 1000))
     if keep_last is not None:
-        removed += cp.ledger.trim(queue, st, keep=keep_last)
+        removed += cp.store.trim(queue, st, keep=keep_last)
     return removed
-
-
-def _redis_message_id(cp: ControlPlane, job_id: str) -> str | None:
-    raw = cp.client.hget(cp.ledger.job_key(job_id), "redis_message_id")
-    return raw.decode() if raw else None

@@ -1,4 +1,6 @@
-"""Records every job transition in the ledger, buffered: one pipelined write per ~25 ms per process.
+"""Records every job transition in the ledger, buffered: one write per ~25 ms per process.
+
+One pipelined Lua call on Redis, one transaction on SQLite.
 
 Hooks write into a per-process buffer; a flusher thread applies it in one round trip, so the
 actor path pays no Redis round trip. The thread starts on first use (publishers) or at worker
@@ -14,13 +16,14 @@ import logging
 import os
 import threading
 import traceback
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import dramatiq
 
 from eventbus.delivery import FANOUT_ACTOR
 from eventbus.ledger import JobState, canonical_queue, now_ms, transition, worker_name
-from eventbus.ledger_redis import RedisLedger, Retention
+from eventbus.ledger_redis import Retention
 from eventbus.settings import Settings
 
 logger = logging.getLogger("eventbus.ledger")
@@ -28,10 +31,31 @@ logger = logging.getLogger("eventbus.ledger")
 FLUSH_INTERVAL_S = 0.025
 
 
+class LedgerStore(Protocol):
+    """Where ledger writes go: ``RedisLedger`` or ``SQLiteLedger``."""
+
+    def apply(self, ops: Sequence[dict[str, Any]]) -> int: ...
+
+
+def ledger_store(broker: dramatiq.Broker, settings: Settings) -> LedgerStore | None:
+    """The ledger store of ``broker`` (None for brokers that keep no ledger, such as memory://)."""
+    from eventbus.brokers.sqlite import SQLiteBroker
+
+    if isinstance(broker, SQLiteBroker):
+        from eventbus.ledger_sqlite import SQLiteLedger
+
+        return SQLiteLedger(broker.store, broker.namespace, Retention.from_settings(settings))
+    if hasattr(broker, "client") and hasattr(broker, "namespace"):
+        from eventbus.ledger_redis import RedisLedger
+
+        return RedisLedger(broker.client, broker.namespace, Retention.from_settings(settings))
+    return None
+
+
 class LedgerWriter:
     """A buffer of ledger writes and the thread that flushes it."""
 
-    def __init__(self, store: RedisLedger, interval_s: float = FLUSH_INTERVAL_S) -> None:
+    def __init__(self, store: LedgerStore, interval_s: float = FLUSH_INTERVAL_S) -> None:
         self.store = store
         self.interval_s = interval_s
         self._ops: collections.deque[dict[str, Any]] = collections.deque()
@@ -88,7 +112,7 @@ class LedgerWriter:
 
 
 class Ledger(dramatiq.Middleware):
-    """Writes waiting/delayed/active/retrying/completed/dead for every message of a Redis broker."""
+    """Writes waiting/delayed/active/retrying/completed/dead for every message of a Redis or SQLite broker."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -98,9 +122,10 @@ class Ledger(dramatiq.Middleware):
 
     def bind(self, broker: Any) -> LedgerWriter | None:
         """The writer for ``broker`` (None if the ledger is off or the broker keeps no ledger)."""
-        if self.writer is None and self.settings.ledger and hasattr(broker, "client"):
-            store = RedisLedger(broker.client, broker.namespace, Retention.from_settings(self.settings))
-            self.writer = LedgerWriter(store)
+        if self.writer is None and self.settings.ledger:
+            store = ledger_store(broker, self.settings)
+            if store is not None:
+                self.writer = LedgerWriter(store)
         return self.writer
 
     def _write(self, broker: dramatiq.Broker, op: dict[str, Any]) -> None:

@@ -1,8 +1,9 @@
 """Pause and resume a queue across every worker.
 
-The broker's fetch already hands out nothing for a queue listed in ``<ns>:__paused__``. This
-gate covers messages a worker fetched before the pause: when one reaches a worker thread, it goes
-back to the head of its priority list with its data kept, and is skipped. Each process refreshes
+The broker's fetch already hands out nothing for a paused queue (Redis: listed in
+``<ns>:__paused__``; SQLite: a row in ``paused``). This gate covers messages a worker fetched
+before the pause: when one reaches a worker thread, it goes back to the head of its priority
+(Redis list / SQLite row made visible at once) with its data kept, and is skipped. Each process refreshes
 its copy of the paused set every 100 ms, so no job of a paused queue starts more than ~100 ms
 after the pause.
 """
@@ -60,9 +61,14 @@ class PauseGate(dramatiq.Middleware):
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         """Read the paused set now, then keep it fresh."""
-        if not hasattr(broker, "client"):
+        from eventbus.brokers.sqlite import SQLiteBroker
+
+        if isinstance(broker, SQLiteBroker):
+            self._script = _put_back_row
+        elif hasattr(broker, "client"):
+            self._script = broker.client.register_script(_PUT_BACK)
+        else:
             return
-        self._script = broker.client.register_script(_PUT_BACK)
         logging.getLogger("dramatiq.worker.WorkerThread").addFilter(_SkippedFilter())
         self._refresh(broker)
         self._stop.clear()
@@ -76,6 +82,10 @@ class PauseGate(dramatiq.Middleware):
         """Put a message of a paused queue back at the head of its list and skip it."""
         if message.queue_name not in self.paused or self._script is None:
             return
+        if self._script is _put_back_row:
+            _put_back_row(broker, message)
+            message._eventbus_paused = True
+            raise SkipMessage(f"queue {message.queue_name!r} is paused")
         namespace = broker.namespace
         target = f"{namespace}:{message.queue_name}{list_suffix(message._message)}"
         acks = f"{namespace}:__acks__.{broker.broker_id}.{message.queue_name}"
@@ -93,7 +103,10 @@ class PauseGate(dramatiq.Middleware):
 
     def _refresh(self, broker: Any) -> None:
         try:
-            paused = frozenset(q.decode() for q in broker.client.smembers(paused_key(broker.namespace)))
+            if self._script is _put_back_row:
+                paused = frozenset(broker.paused_queues())
+            else:
+                paused = frozenset(q.decode() for q in broker.client.smembers(paused_key(broker.namespace)))
         except Exception as exc:  # keep the last known set while Redis is away
             logger.warning("cannot read paused queues (%s)", exc)
             return
@@ -105,3 +118,17 @@ class PauseGate(dramatiq.Middleware):
     def _run(self, broker: dramatiq.Broker) -> None:
         while not self._stop.wait(REFRESH_INTERVAL_S):
             self._refresh(broker)
+
+
+def _put_back_row(broker: Any, message: Any) -> None:
+    """SQLite: copy the fetched row back at the head of its priority, visible at once.
+
+    Dramatiq acks the skipped message next, which deletes the leased original and frees this
+    process's lease on it through the consumer that fetched it.
+    """
+    with broker.store.transaction() as conn:
+        conn.execute(
+            "INSERT INTO messages (queue, rank, visible_at, eta, enqueued_at, message_id, data) "
+            "SELECT queue, rank, 0, eta, enqueued_at, message_id, data FROM messages WHERE id = ?",
+            (message.row_id,),
+        )

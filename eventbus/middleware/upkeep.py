@@ -13,7 +13,7 @@ import logging
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import dramatiq
 
@@ -38,16 +38,20 @@ class Upkeep(dramatiq.Middleware):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._name = worker_name()
+        self._cp: ControlPlane | None = None
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         """Announce queues and subscriptions (for the control plane), then start the thread."""
-        if not hasattr(broker, "client"):
-            return
         from eventbus.control import ControlPlane
+        from eventbus.errors import ControlPlaneUnavailable
 
+        try:
+            cp = ControlPlane(broker, self.settings)
+        except ControlPlaneUnavailable:  # the in-memory test broker keeps no control data
+            return
         self._name = worker_name()
-        cp = ControlPlane(broker, self.settings)
-        cp.ledger.register_queues(cp.local_queues())
+        self._cp = cp
+        cp.store.register_queues(cp.local_queues())
         subs = {
             s.name: json.dumps(
                 {
@@ -61,8 +65,7 @@ class Upkeep(dramatiq.Middleware):
             )
             for s in all_subscriptions()
         }
-        if subs:
-            cp.client.hset(cp.key("subscriptions"), mapping=subs)
+        cp.store.register_subscriptions(subs)
         self._heartbeat(cp)
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, args=(cp,), name="eventbus.upkeep", daemon=True)
@@ -71,12 +74,12 @@ class Upkeep(dramatiq.Middleware):
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self._stop.set()
 
-    def after_worker_shutdown(self, broker: Any, worker: dramatiq.Worker) -> None:
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         """Leave the live-worker list at once rather than after the heartbeat timeout."""
-        if self._thread is not None:
+        if self._thread is not None and self._cp is not None:
             self._thread.join(5)
             with contextlib.suppress(Exception):  # shutting down anyway
-                broker.client.zrem(f"{broker.namespace}:workers", self._name)
+                self._cp.store.forget_worker(self._name)
 
     def _run(self, cp: ControlPlane) -> None:
         due = {"heartbeat": 0.0, "retention": 0.0, "stats": time.monotonic() + self.settings.stats_interval_s}
@@ -100,29 +103,29 @@ class Upkeep(dramatiq.Middleware):
             self._stop.wait(max(0.05, wait))
 
     def _heartbeat(self, cp: ControlPlane) -> None:
-        cp.client.zadd(cp.key("workers"), {self._name: now_ms()})
+        cp.store.heartbeat(self._name, now_ms())
 
     def enforce_retention(self, cp: ControlPlane) -> None:
         """Purge dead letters past their TTL and trim aged records; one process per interval does it."""
         lock_ms = max(100, int(self.settings.housekeeping_interval_s * 900))
-        if not cp.client.set(cp.key("housekeeping", "lock"), self._name, nx=True, px=lock_ms):
+        if not cp.store.try_lock("housekeeping:lock", self._name, lock_ms):
             return
         purged = cp.purge_dead_letters(older_than_s=self.settings.dead_letter_ttl_s)
         trimmed = 0
         for queue in cp.queues():
-            trimmed += cp.ledger.trim(
+            trimmed += cp.store.trim(
                 queue, JobState.COMPLETED, older_than_ms=now_ms() - self.settings.completed_max_age_s * 1000
             )
-            trimmed += cp.ledger.trim(
+            trimmed += cp.store.trim(
                 queue, JobState.FAILED, older_than_ms=now_ms() - self.settings.failed_max_age_s * 1000
             )
-        cp.client.zremrangebyscore(cp.key("workers"), "-inf", now_ms() - 3_600_000)
+        cp.store.prune_workers(now_ms() - 3_600_000)
         if purged or trimmed:
             logger.info("housekeeping: purged %d expired dead letters, trimmed %d old job records", purged, trimmed)
 
     def _log_stats(self, cp: ControlPlane) -> None:
         lock_ms = max(100, int(self.settings.stats_interval_s * 900))
-        if cp.client.set(cp.key("statslog", socket.gethostname()), self._name, nx=True, px=lock_ms):
+        if cp.store.try_lock(f"statslog:{socket.gethostname()}", self._name, lock_ms):
             logger.info("%s", format_stats(cp.stats(), cp.namespace))
 
 

@@ -1,0 +1,189 @@
+"""The job ledger in the SQLite broker's file: the same writes and reads as ``ledger_redis``, as SQL.
+
+A batch of writes is one ``BEGIN IMMEDIATE`` transaction; each write is applied only if its
+sequence number is not older than the stored one (a late "waiting" never overwrites "active").
+Tables: see :mod:`eventbus.brokers.sqlite_control`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from eventbus.brokers import sqlite_control as schema
+from eventbus.brokers.sqlite_store import SQLiteStore
+from eventbus.ledger import JobRecord, JobState, now_ms
+from eventbus.ledger_redis import BUCKET_MS, Retention
+
+_HISTORY_CHARS = 1500
+_FAR = 2**62  # "no upper bound" for a score
+
+
+class SQLiteLedger:
+    """Reads and writes the ledger kept in one SQLite file."""
+
+    def __init__(self, store: SQLiteStore, namespace: str, retention: Retention) -> None:
+        self.store = store
+        self.namespace = namespace
+        self.retention = retention
+        store.ensure_schema(schema.COMPONENT, schema.MIGRATIONS)
+        keep_completed, keep_failed, completed_ms, failed_ms, dead_ms, event_ms = retention.args()
+        self._keep = {JobState.COMPLETED.value: keep_completed, JobState.FAILED.value: keep_failed}
+        self._age_ms = {JobState.COMPLETED.value: completed_ms, JobState.FAILED.value: failed_ms,
+                        JobState.DEAD.value: dead_ms}  # fmt: skip
+        self._event_ms = event_ms
+
+    def apply(self, ops: Sequence[dict[str, Any]]) -> int:
+        """Apply writes in order, in one transaction; returns how many were newer than the stored records."""
+        if not ops:
+            return 0
+        applied = 0
+        now = now_ms()
+        kept: set[tuple[str, str]] = set()
+        with self.store.transaction() as conn:
+            for op in ops:
+                if self._apply_one(conn, op, now):
+                    applied += 1
+                    if op["s"] in self._keep:
+                        kept.add((op["q"], op["s"]))
+            for queue, state in kept:
+                _keep_newest(conn, queue, state, self._keep[state])
+            if random.random() < 0.02:
+                conn.execute("DELETE FROM ctl_processed WHERE bucket < ?", (now // BUCKET_MS - 20,))
+        return applied
+
+    def _apply_one(self, conn: sqlite3.Connection, op: dict[str, Any], now: int) -> bool:
+        if "ev" in op:
+            conn.execute(
+                "INSERT INTO ctl_events (id, data, expires_at) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                "data = excluded.data, expires_at = excluded.expires_at WHERE ctl_events.expires_at <= ?",
+                (op["eid"], op["ev"], now + self._event_ms, now),
+            )
+        job_id, state, t = op["id"], op["s"], int(op["t"])
+        row = conn.execute(
+            "SELECT seq, state, queue, history, fields, expires_at FROM ctl_jobs WHERE id = ?", (job_id,)
+        ).fetchone()
+        if row is not None and row[5] is not None and row[5] <= now:  # expired: as if it were gone
+            conn.execute("DELETE FROM ctl_jobs WHERE id = ?", (job_id,))
+            row = None
+        seq = int(op["seq"])
+        if row is None:
+            if op.get("existing"):
+                return False
+        elif not op.get("force") and seq < row[0]:
+            return False
+        store_seq = max(seq, row[0]) if op.get("force") and row is not None else seq
+        entry = f"{state}@{t}"
+        history = f"{row[3]},{entry}" if row is not None else entry
+        if len(history) > _HISTORY_CHARS:
+            cut = history.find(",", len(history) - _HISTORY_CHARS - 1)
+            history = history[cut + 1 :] if cut >= 0 else history
+        fields = json.loads(row[4]) if row is not None else {}
+        fields.update(op["f"])
+        age = self._age_ms.get(state)
+        conn.execute(
+            "INSERT INTO ctl_jobs (id, queue, state, seq, updated_at, expires_at, fields, history) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET queue = excluded.queue, "
+            "state = excluded.state, seq = excluded.seq, updated_at = excluded.updated_at, "
+            "expires_at = excluded.expires_at, fields = excluded.fields, history = excluded.history",
+            (job_id, op["q"], state, store_seq, t, None if age is None else now + age,
+             json.dumps(fields, separators=(",", ":")), history),
+        )  # fmt: skip
+        if row is None:
+            conn.execute("INSERT OR IGNORE INTO queues (queue, declared_at) VALUES (?, ?)", (op["q"], now))
+            if op["kind"] == "fanout":
+                _count(conn, op["topic"], "published")
+        if state in ("completed", "dead") and (row is None or row[1] != state):
+            conn.execute(
+                "INSERT INTO ctl_processed (queue, bucket, n) VALUES (?, ?, 1) "
+                "ON CONFLICT(queue, bucket) DO UPDATE SET n = n + 1",
+                (op["q"], t // BUCKET_MS),
+            )
+            if op["kind"] == "delivery":
+                _count(conn, op["topic"], "deliveries" if state == "completed" else "failed")
+        return True
+
+    def get(self, job_ids: Iterable[str]) -> list[JobRecord | None]:
+        """The records of ``job_ids`` (None where there is none), in one query per 500."""
+        ids = list(job_ids)
+        found: dict[str, JobRecord] = {}
+        now = now_ms()
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            rows = self.store.execute(
+                f"SELECT id, state, updated_at, fields, history FROM ctl_jobs WHERE id IN ({_marks(chunk)}) "
+                "AND (expires_at IS NULL OR expires_at > ?)",
+                [*chunk, now],
+            )
+            for job_id, state, updated_at, fields, history in rows:
+                d = json.loads(fields)
+                d.update(id=job_id, state=state, updated_at=str(updated_at), history=history)
+                found[job_id] = JobRecord.from_fields(d)
+        return [found.get(job_id) for job_id in ids]
+
+    def job_ids(self, queue: str, state: JobState, top: float, start: int, num: int) -> list[tuple[str, float]]:
+        """(job id, time it entered ``state``) of ``queue``, newest first, at or below ``top``, from ``start``."""
+        rows = self.store.execute(
+            f"SELECT id, updated_at FROM ctl_jobs WHERE queue = :queue AND state = :state AND updated_at <= :top "
+            f"AND {schema.LIVE} ORDER BY updated_at DESC, id DESC LIMIT :num OFFSET :start",
+            {"queue": queue, "state": state.value, "top": min(top, _FAR), "now": now_ms(), "num": num,
+             "start": start},
+        )  # fmt: skip
+        return [(row[0], float(row[1])) for row in rows]
+
+    def delete_job(self, job_id: str, queue: str) -> None:
+        """Delete one record."""
+        self.store.execute("DELETE FROM ctl_jobs WHERE id = ?", (job_id,))
+
+    def trim(self, queue: str, state: JobState, *, older_than_ms: int | None = None, keep: int | None = None) -> int:
+        """Remove records of ``queue`` in ``state`` older than the cutoff (epoch ms) or beyond the newest ``keep``."""
+        with self.store.transaction() as conn:
+            if older_than_ms is not None:
+                conn.execute("DELETE FROM ctl_jobs WHERE queue = ? AND expires_at <= ?", (queue, now_ms()))
+                return conn.execute(
+                    "DELETE FROM ctl_jobs WHERE queue = ? AND state = ? AND updated_at <= ?",
+                    (queue, state.value, older_than_ms),
+                ).rowcount
+            return _keep_newest(conn, queue, state.value, keep or 0)
+
+    def queues(self) -> set[str]:
+        """Every queue a job or a process used on this file."""
+        return {row[0] for row in self.store.execute("SELECT queue FROM queues")}
+
+    def register_queues(self, queues: Iterable[str]) -> None:
+        now = now_ms()
+        with self.store.transaction() as conn:
+            rows = [(queue, now) for queue in queues]
+            conn.executemany("INSERT OR IGNORE INTO queues (queue, declared_at) VALUES (?, ?)", rows)
+
+    def event(self, event_id: str) -> dict[str, Any] | None:
+        """A stored published event, or None once past its retention."""
+        rows = self.store.execute("SELECT data FROM ctl_events WHERE id = ? AND expires_at > ?", (event_id, now_ms()))
+        return dict(json.loads(rows[0][0])) if rows else None
+
+
+def _count(conn: sqlite3.Connection, topic: str, name: str) -> None:
+    conn.execute(
+        "INSERT INTO ctl_topic_stats (topic, name, n) VALUES (?, ?, 1) "
+        "ON CONFLICT(topic, name) DO UPDATE SET n = n + 1",
+        (topic, name),
+    )
+
+
+def _keep_newest(conn: sqlite3.Connection, queue: str, state: str, keep: int) -> int:
+    """Delete the oldest records of (queue, state) beyond the newest ``keep``; returns how many."""
+    n = int(conn.execute("SELECT COUNT(*) FROM ctl_jobs WHERE queue = ? AND state = ?", (queue, state)).fetchone()[0])
+    if n <= keep:
+        return 0
+    return conn.execute(
+        "DELETE FROM ctl_jobs WHERE id IN (SELECT id FROM ctl_jobs WHERE queue = ? AND state = ? "
+        "ORDER BY updated_at, id LIMIT ?)",
+        (queue, state, n - keep),
+    ).rowcount
+
+
+def _marks(items: Sequence[object]) -> str:
+    return ",".join("?" * len(items))
