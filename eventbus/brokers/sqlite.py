@@ -36,6 +36,8 @@ from dramatiq.errors import QueueJoinTimeout
 from eventbus.brokers import Message
 from eventbus.brokers import sqlite_schema as schema
 from eventbus.brokers.hooks import HookCache
+from eventbus.brokers.sqlite_limits import SQLiteLimits
+from eventbus.brokers.sqlite_schedule import SQLiteSchedule
 from eventbus.brokers.sqlite_store import SQLiteStore
 from eventbus.errors import ConfigError
 from eventbus.priority import Priority
@@ -77,6 +79,8 @@ class SQLiteBroker(HookCache, dramatiq.Broker):
         self._owner = ""
         super().__init__(middleware)
         self.queues: dict[str, None] = {}
+        self.schedule = SQLiteSchedule(self)
+        self.limits = SQLiteLimits(self)
 
     @classmethod
     def from_url(
