@@ -70,6 +70,10 @@ class Housekeeping(dramatiq.Middleware):
         rid = message.options.get("redis_message_id")
         if recovery is not None and rid:
             recovery.mark_started(rid)
+        runs = getattr(broker, "runs", None)  # SQLite
+        row_id = getattr(message, "row_id", None)
+        if runs is not None and row_id is not None:
+            runs.mark_started(row_id)
 
     # heartbeat thread
 
