@@ -73,7 +73,10 @@ class Housekeeping(dramatiq.Middleware):
         runs = getattr(broker, "runs", None)  # SQLite
         row_id = getattr(message, "row_id", None)
         if runs is not None and row_id is not None:
-            runs.mark_started(row_id)
+            try:
+                runs.mark_started(row_id)
+            except Exception:  # bookkeeping for poison detection must never fail the job itself
+                logger.warning("could not mark message %s started; it runs anyway", message.message_id)
 
     # heartbeat thread
 
