@@ -16,6 +16,9 @@ Read beside them, in one pipelined round trip (no KEYS/SCAN), for the queues thi
   prefetched): HLEN ``<queue>.msgs`` minus the ready ones.
 * ``eventbus_queue_scheduled{queue}``: messages in the durable schedule for the queue.
 * ``eventbus_workers``: worker processes with a heartbeat in the last 60 s (``__heartbeats__``).
+
+On a SQLite broker the same ready / unacked / scheduled gauges come from one grouped query of the
+file (ready: visible rows; unacked: leased; scheduled: eta ahead), without ``eventbus_workers``.
 """
 
 from __future__ import annotations
@@ -25,12 +28,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from dramatiq.common import current_millis
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from eventbus.brokers import PRIORITY_SUFFIX
 from eventbus.brokers.redis import RedisBroker
+from eventbus.brokers.sqlite import SQLiteBroker
 from eventbus.delivery import EVENTS_QUEUE
 from eventbus.errors import ConfigError
 from eventbus.priority import Priority
@@ -80,15 +85,36 @@ def read_depths(broker: RedisBroker, queues: Sequence[str]) -> tuple[list[QueueD
     return depths, int(values[-1])
 
 
-class BrokerCollector(Collector):
-    """Collects :func:`read_depths` on every scrape."""
+def read_sqlite_depths(broker: SQLiteBroker, queues: Sequence[str]) -> list[QueueDepth]:
+    """Every queue's counts from the SQLite file, in one read."""
+    levels = {p.rank: p.value for p in Priority}
+    rows = broker.store.execute(
+        "SELECT queue, rank, CASE WHEN visible_at <= ? THEN 'ready' WHEN lease_owner IS NOT NULL "
+        "THEN 'unacked' ELSE 'scheduled' END, COUNT(*) FROM messages GROUP BY 1, 2, 3",
+        (current_millis(),),
+    )
+    counts: dict[tuple[str, str], int] = {}
+    ready: dict[str, dict[str, int]] = {q: dict.fromkeys(levels.values(), 0) for q in queues}
+    for queue, rank, state, n in rows:
+        if state == "ready" and queue in ready:
+            ready[queue][levels.get(int(rank), Priority.NORMAL.value)] += int(n)
+        counts[(queue, state)] = counts.get((queue, state), 0) + int(n)
+    return [QueueDepth(q, ready[q], counts.get((q, "unacked"), 0), counts.get((q, "scheduled"), 0)) for q in queues]
 
-    def __init__(self, broker: RedisBroker, queues: Sequence[str]) -> None:
+
+class BrokerCollector(Collector):
+    """Collects :func:`read_depths` (or :func:`read_sqlite_depths`) on every scrape."""
+
+    def __init__(self, broker: RedisBroker | SQLiteBroker, queues: Sequence[str]) -> None:
         self.broker = broker
         self.queues = list(queues)
 
     def collect(self) -> Iterable[Metric]:
-        depths, workers = read_depths(self.broker, self.queues)
+        workers: int | None = None
+        if isinstance(self.broker, SQLiteBroker):
+            depths = read_sqlite_depths(self.broker, self.queues)
+        else:
+            depths, workers = read_depths(self.broker, self.queues)
         q = ["queue"]
         ready = GaugeMetricFamily("eventbus_queue_ready", "Messages waiting, by priority.", labels=[*q, "priority"])
         unacked = GaugeMetricFamily("eventbus_queue_unacked", "Messages fetched by workers, not acked.", labels=q)
@@ -98,9 +124,11 @@ class BrokerCollector(Collector):
                 ready.add_metric([d.queue, level], n)
             unacked.add_metric([d.queue], d.unacked)
             scheduled.add_metric([d.queue], d.scheduled)
-        alive = GaugeMetricFamily("eventbus_workers", "Worker processes with a heartbeat in the last 60 s.")
-        alive.add_metric([], workers)
-        yield from (ready, unacked, scheduled, alive)
+        yield from (ready, unacked, scheduled)
+        if workers is not None:
+            alive = GaugeMetricFamily("eventbus_workers", "Worker processes with a heartbeat in the last 60 s.")
+            alive.add_metric([], workers)
+            yield alive
 
 
 # (stats field, metric suffix, help) for the per-queue gauges of ControlPlaneCollector.
@@ -145,10 +173,12 @@ class ControlPlaneCollector(Collector):
 
 
 def render_metrics(plane: ControlPlane, settings: Settings) -> bytes:
-    """The Prometheus text exposition of the broker's state (Redis brokers only)."""
+    """The Prometheus text exposition of the broker's state (Redis and SQLite brokers)."""
     broker = plane.broker
-    if not isinstance(broker, RedisBroker):
-        raise ConfigError(f"/metrics reads Redis; the broker is {type(broker).__name__} (set EVENTBUS_BROKER_URL)")
+    if not isinstance(broker, RedisBroker | SQLiteBroker):
+        raise ConfigError(
+            f"/metrics reads Redis or SQLite; the broker is {type(broker).__name__} (set EVENTBUS_BROKER_URL)"
+        )
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ControlPlaneCollector(plane))
     registry.register(BrokerCollector(broker, known_queues(settings)))

@@ -1,7 +1,8 @@
 """List and cancel scheduled work (``delay=`` / ``at=`` publishes and sends, and pending retries).
 
 Ids are the ones publishers get back: ``publish_event(...).id`` for an event, the job id for a send.
-Scheduled items live in the broker's store until due (see :mod:`eventbus.brokers.redis_schedule`).
+Scheduled items live in the broker's store until due (see :mod:`eventbus.brokers.redis_schedule` and
+:mod:`eventbus.brokers.sqlite_schedule`).
 """
 
 from __future__ import annotations
@@ -71,13 +72,10 @@ def cancel(message_id: str, *, broker: dramatiq.Broker | None = None) -> bool:
 
 def schedules(*, broker: dramatiq.Broker | None = None) -> list[ScheduleInfo]:
     """Recurring schedules registered by running workers (and this process), with next and last run."""
-    found = broker or get_broker()
-    client = getattr(found, "client", None)
-    if client is None:
+    store = getattr(broker or get_broker(), "schedule", None)
+    if store is None:
         return schedule_infos({}, {}, _now_ms())
-    definitions = {k.decode(): v.decode() for k, v in client.hgetall(found.key("schedules")).items()}  # type: ignore[attr-defined]
-    last = {k.decode(): int(v) for k, v in client.hgetall(found.key("schedules.last")).items()}  # type: ignore[attr-defined]
-    return schedule_infos(definitions, last, _now_ms())
+    return schedule_infos(store.schedule_definitions(), store.last_ticks(), _now_ms())
 
 
 def _store(broker: dramatiq.Broker | None) -> Any:
@@ -86,7 +84,7 @@ def _store(broker: dramatiq.Broker | None) -> Any:
     if store is None:
         raise ConfigError(
             f"{type(found).__name__} keeps delayed messages in memory and cannot list or cancel them; "
-            "use a redis:// broker (EVENTBUS_BROKER_URL)"
+            "use a sqlite:/// or redis:// broker (EVENTBUS_BROKER_URL)"
         )
     return store
 

@@ -188,3 +188,24 @@ class RedisSchedule:
             queue, _target, _rid, data = entry.decode().split("\n", 3)
             out.append(ScheduledEntry(member.decode(), int(score), queue, dramatiq.Message.decode(data.encode())))
         return out
+
+    # -- recurring schedules (cron) ------------------------------------------------------------
+
+    def register_schedules(self, definitions: dict[str, str]) -> None:
+        """Record the JSON definitions of the schedules a worker runs (for the control plane)."""
+        if definitions:
+            self.broker.client.hset(self.broker.key("schedules"), mapping=definitions)  # type: ignore[arg-type]
+
+    def schedule_definitions(self) -> dict[str, str]:
+        """name -> JSON definition of every schedule a worker registered."""
+        raw = self.broker.client.hgetall(self.broker.key("schedules"))
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    def record_tick(self, name: str, tick_ms: int) -> None:
+        """Remember the latest tick ``name`` published."""
+        self.broker.client.hset(self.broker.key("schedules.last"), name, tick_ms)
+
+    def last_ticks(self) -> dict[str, int]:
+        """name -> the latest tick published."""
+        raw = self.broker.client.hgetall(self.broker.key("schedules.last"))
+        return {k.decode(): int(v) for k, v in raw.items()}

@@ -11,6 +11,8 @@ eventbus.workers`` processes on the same host open the same file; nothing else t
 - Fetched messages are leased (``lease_s``, renewed while the worker lives); a message held by a
   worker that died becomes visible again when its lease runs out.
 - A queue listed in ``paused`` hands out nothing; already fetched messages still run.
+- A message whose worker died while running it ``max_lost_deliveries`` times is dead-lettered
+  (reason ``worker_lost``) instead of coming back forever (:mod:`eventbus.brokers.sqlite_recovery`).
 
 URL options: ``?lease_s=30`` (seconds a fetched message stays invisible without renewal).
 For scale-out across hosts use Redis: set EVENTBUS_BROKER_URL or REDIS_URL.
@@ -36,6 +38,9 @@ from dramatiq.errors import QueueJoinTimeout
 from eventbus.brokers import Message
 from eventbus.brokers import sqlite_schema as schema
 from eventbus.brokers.hooks import HookCache
+from eventbus.brokers.sqlite_limits import SQLiteLimits
+from eventbus.brokers.sqlite_recovery import SQLiteRecovery
+from eventbus.brokers.sqlite_schedule import SQLiteSchedule
 from eventbus.brokers.sqlite_store import SQLiteStore
 from eventbus.errors import ConfigError
 from eventbus.priority import Priority
@@ -77,6 +82,9 @@ class SQLiteBroker(HookCache, dramatiq.Broker):
         self._owner = ""
         super().__init__(middleware)
         self.queues: dict[str, None] = {}
+        self.schedule = SQLiteSchedule(self)
+        self.limits = SQLiteLimits(self)
+        self.runs = SQLiteRecovery(self)
 
     @classmethod
     def from_url(

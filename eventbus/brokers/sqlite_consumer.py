@@ -7,6 +7,7 @@ to the file or when its next delayed message or expired lease falls due.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 import traceback
@@ -19,6 +20,7 @@ import dramatiq
 from dramatiq.common import current_millis, q_name
 
 from eventbus.brokers import malformed
+from eventbus.brokers import sqlite_recovery as recovery
 from eventbus.brokers import sqlite_schema as schema
 from eventbus.errors import StoreBusy
 from eventbus.settings import get_settings
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
     from eventbus.brokers.sqlite import SQLiteBroker
 
 _FETCH_MAX = 500
+logger = logging.getLogger("eventbus")
 
 
 P = ParamSpec("P")
@@ -69,6 +72,8 @@ class SQLiteConsumer(dramatiq.Consumer):
         self._seen = -1
         self._next_visible_ms = 0
         self.max_message_bytes = get_settings().max_message_bytes
+        self.max_lost = max(1, get_settings().max_lost_deliveries)
+        self.suspect_spread_ms = get_settings().suspect_spread_ms
 
     @_as_connection_error
     def __next__(self) -> dramatiq.MessageProxy | None:
@@ -97,6 +102,7 @@ class SQLiteConsumer(dramatiq.Consumer):
         row_id = _row(message)
         with self.store.transaction() as conn:
             conn.execute("DELETE FROM messages WHERE id = ?", (row_id,))
+            conn.execute(recovery.FORGET, (row_id,))
         self.leases.discard([row_id])
 
     @_as_connection_error
@@ -114,6 +120,7 @@ class SQLiteConsumer(dramatiq.Consumer):
         dead = message._message.copy(options=options)
         with self.store.transaction() as conn:
             conn.execute("DELETE FROM messages WHERE id = ?", (row_id,))
+            conn.execute(recovery.FORGET, (row_id,))
             conn.execute(
                 "INSERT INTO dead_letters (queue, message_id, dead_at, error, data) VALUES (?, ?, ?, ?, ?)",
                 (self.queue_name, dead.message_id, now, dead.options.get("error"), dead.encode()),
@@ -160,6 +167,9 @@ class SQLiteConsumer(dramatiq.Consumer):
                     f"UPDATE messages SET visible_at = ?, lease_owner = ? WHERE id IN ({_marks(ids)})",
                     [lease_until, self.broker.owner, *ids],
                 )
+                held_back = self._handle_suspects(tx, rows)
+                rows = [row for row in rows if row[0] not in held_back]
+                ids = [row[0] for row in rows]
         self.leases.add(ids)
         # A full batch may mean more is waiting: fetch again as soon as there is room.
         self._next_visible_ms = 0 if len(ids) == want else now + 60_000
@@ -176,6 +186,42 @@ class SQLiteConsumer(dramatiq.Consumer):
             self.cache.append(SQLiteMessage(message, row_id))
         if bad:
             self._dead_letter_malformed(bad)
+
+    def _handle_suspects(self, tx: sqlite3.Connection, rows: list[Any]) -> set[int]:
+        """Rows whose worker died running them: dead-letter those lost ``max_lost_deliveries`` times,
+        hand out the first other one and put the rest back ``suspect_spread_ms`` apart. Returns the
+        ids not handed out."""
+        suspects = self.broker.runs.count_lost(tx, [row[0] for row in rows])
+        poisoned = {row_id: lost for row_id, lost in suspects.items() if lost >= self.max_lost}
+        later = sorted(set(suspects) - set(poisoned))[1:]
+        now = current_millis()
+        for i, row_id in enumerate(later, start=1):
+            tx.execute(
+                "UPDATE messages SET visible_at = ?, lease_owner = NULL WHERE id = ?",
+                (now + i * self.suspect_spread_ms, row_id),
+            )
+        for row_id, data in rows:
+            if row_id not in poisoned:
+                continue
+            try:
+                message = malformed.decode(data, self.max_message_bytes)
+            except malformed.MalformedMessage:
+                continue  # handed out, then dead-lettered as malformed
+            dead = recovery.worker_lost(message.copy(queue_name=self.queue_name), poisoned[row_id])
+            tx.execute("DELETE FROM messages WHERE id = ?", (row_id,))
+            tx.execute(recovery.FORGET, (row_id,))
+            tx.execute(
+                "INSERT INTO dead_letters (queue, message_id, dead_at, error, data) VALUES (?, ?, ?, ?, ?)",
+                (self.queue_name, dead.message_id, dead.options["dead_at"], dead.options["error"], dead.encode()),
+            )
+            logger.error(
+                "dead-lettered message %s (%s) on queue %r: %s",
+                dead.message_id,
+                dead.actor_name,
+                self.queue_name,
+                dead.options["error"],
+            )
+        return set(poisoned) | set(later)
 
     def _dead_letter_malformed(self, bad: list[tuple[int, bytes, str]]) -> None:
         """Move rows that are not usable messages to ``dead_letters`` (reason ``malformed``), raw bytes kept."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from eventbus.broker import describe, get_broker
 from eventbus.brokers import BusBroker, Message
 from eventbus.bus import _delay_ms
 from eventbus.delivery import build_message
-from eventbus.errors import MailError, PayloadNotSerializable, PublishError
+from eventbus.errors import MailError, PayloadNotSerializable, PublishError, StoreBusy
 from eventbus.mail.job import EMAIL_QUEUE, SEND_ACTOR
 from eventbus.mail.message import (
     Attachment,
@@ -230,6 +231,6 @@ def _enqueue(
             once_keys=[f"mail:{r[0]}" for _, r in todo],
             once_ttl_s=settings.dedup_window_s,
         )
-    except redis.RedisError as exc:
+    except (redis.RedisError, sqlite3.Error, StoreBusy) as exc:
         raise PublishError(f"could not enqueue {len(messages)} email(s) on {describe(broker)}: {exc}") from None
     return len(done)

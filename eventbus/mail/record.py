@@ -1,5 +1,6 @@
 """The send record: one per idempotency key, pending -> sending -> sent | failed, in the broker's store.
 
+SQLite keeps them in the broker's file (:mod:`eventbus.brokers.sqlite_records`).
 Redis layout (under the broker namespace): ``mail:send:<key>`` is a hash (state, to, template,
 message_id, attempts, code, text, accepted, refused, timestamps) with a TTL; ``mail:stats`` counts
 sent, failed, retried, skipped (already sent) and uncertain (found in ``sending`` after a crash).
@@ -109,6 +110,10 @@ class RecordStore(Protocol):
 
     async def count(self, counter: str) -> None:
         """Bump a counter."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release clients bound to the running event loop (worker shutdown)."""
         ...
 
 
@@ -264,17 +269,21 @@ class MemoryRecords:
         return None
 
 
-def record_store(broker: dramatiq.Broker | None = None) -> RedisRecords | MemoryRecords:
-    """The send-record store of ``broker`` (default: the process-wide one)."""
+def record_store(broker: dramatiq.Broker | None = None) -> RecordStore:
+    """The send-record store of ``broker`` (default: the process-wide one): Redis, the SQLite file, or memory."""
     from eventbus.broker import get_broker
     from eventbus.brokers.redis import RedisBroker
+    from eventbus.brokers.sqlite import SQLiteBroker
+    from eventbus.brokers.sqlite_records import SQLiteRecords
     from eventbus.settings import get_settings
 
     broker = broker or get_broker()
-    store: RedisRecords | MemoryRecords | None = getattr(broker, "_eventbus_send_records", None)
+    store: RecordStore | None = getattr(broker, "_eventbus_send_records", None)
     if store is None:
         if isinstance(broker, RedisBroker):
             store = RedisRecords(broker.client, broker.url, broker.namespace, get_settings().mail_record_ttl_s)
+        elif isinstance(broker, SQLiteBroker):
+            store = SQLiteRecords(broker.store, get_settings().mail_record_ttl_s)
         else:
             store = MemoryRecords()
         broker._eventbus_send_records = store  # type: ignore[attr-defined]

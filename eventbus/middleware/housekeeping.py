@@ -1,4 +1,4 @@
-"""The background work every worker process does for the queues (Redis only).
+"""The background work every worker process does for the queues (Redis and SQLite).
 
 Two daemon threads per worker process, started after boot:
 
@@ -8,6 +8,10 @@ Two daemon threads per worker process, started after boot:
   than ``heartbeat_timeout_s`` and dead-letters messages that keep killing their worker.
 - *scheduler*: every ``scheduler_poll_ms`` it releases due scheduled messages to their queues and
   publishes due cron ticks (:mod:`eventbus.cron`).
+
+On SQLite the heartbeat only renews concurrency leases (message leases expire by themselves, see
+:mod:`eventbus.brokers.sqlite`), and the scheduler only publishes cron ticks (delayed rows are
+handed out by the consumers once due).
 
 A live worker heartbeats from its own thread, so a worker whose threads are all busy on long jobs
 is never mistaken for a dead one.
@@ -42,8 +46,8 @@ class Housekeeping(dramatiq.Middleware):
         self._cron_last_ms: dict[str, int] = {}
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
-        """Starts the heartbeat and scheduler threads (no-op on brokers without a Redis store)."""
-        if getattr(broker, "recovery", None) is None:
+        """Starts the heartbeat and scheduler threads (no-op on brokers without a durable schedule)."""
+        if getattr(broker, "schedule", None) is None:
             return
         self._beat(broker)
         self._register_schedules(broker)
@@ -66,13 +70,24 @@ class Housekeeping(dramatiq.Middleware):
         rid = message.options.get("redis_message_id")
         if recovery is not None and rid:
             recovery.mark_started(rid)
+        runs = getattr(broker, "runs", None)  # SQLite
+        row_id = getattr(message, "row_id", None)
+        if runs is not None and row_id is not None:
+            try:
+                runs.mark_started(row_id)
+            except Exception:  # bookkeeping for poison detection must never fail the job itself
+                logger.warning("could not mark message %s started; it runs anyway", message.message_id)
 
     # heartbeat thread
 
     def _beat(self, broker: Any) -> None:
+        ttl_ms = int(self.settings.heartbeat_timeout_s * 1000)
+        if getattr(broker, "client", None) is None:
+            broker.limits.renew(LEASES.items(), ttl_ms)
+            return
         with broker.client.pipeline(transaction=False) as pipe:
             pipe.zadd(broker.key("__heartbeats__"), {broker.broker_id: int(time.time() * 1000)})
-            broker.limits.renew(LEASES.items(), int(self.settings.heartbeat_timeout_s * 1000), pipe)
+            broker.limits.renew(LEASES.items(), ttl_ms, pipe)
             pipe.execute()
 
     def _heartbeat_loop(self, broker: Any) -> None:
@@ -82,7 +97,7 @@ class Housekeeping(dramatiq.Middleware):
         while not self._stop_heartbeat.wait(interval_s):
             try:
                 self._beat(broker)
-                if time.monotonic() >= next_janitor:
+                if getattr(broker, "recovery", None) is not None and time.monotonic() >= next_janitor:
                     next_janitor = time.monotonic() + janitor_every_s
                     self._janitor(broker)
             except Exception:
@@ -149,9 +164,9 @@ class Housekeeping(dramatiq.Middleware):
                     logger.exception("schedule %r could not publish its tick at %d", found.name, tick)
             self._cron_last_ms[found.name] = now_ms
             if ticks:
-                broker.client.hset(broker.key("schedules.last"), found.name, ticks[-1])
+                broker.schedule.record_tick(found.name, ticks[-1])
 
     def _register_schedules(self, broker: Any) -> None:
         found = cron.all_schedules()
         if found:
-            broker.client.hset(broker.key("schedules"), mapping={s.name: json.dumps(s.describe()) for s in found})
+            broker.schedule.register_schedules({s.name: json.dumps(s.describe()) for s in found})

@@ -66,7 +66,7 @@ class _QuietSkips(logging.Filter):
 
 
 class QueueLimits(dramatiq.Middleware):
-    """Applies ``settings.queue_config(queue).concurrency`` and ``.rate_limit`` across all workers (Redis only)."""
+    """Applies ``settings.queue_config(queue).concurrency`` and ``.rate_limit`` across all workers (Redis, SQLite)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -111,7 +111,8 @@ class QueueLimits(dramatiq.Middleware):
         self._release()
 
     def _take_slot(self, broker: Any, limits: Any, message: dramatiq.MessageProxy, config: QueueConfig) -> None:
-        token = f"{broker.broker_id}:{uuid.uuid4().hex}"
+        holder = getattr(broker, "broker_id", None) or getattr(broker, "owner", "")
+        token = f"{holder}:{uuid.uuid4().hex}"
         ttl_ms = int(self.settings.heartbeat_timeout_s * 1000)
         deadline = time.monotonic() + self.settings.concurrency_wait_ms / 1000
         while not limits.acquire(config.name, config.concurrency, token, ttl_ms):

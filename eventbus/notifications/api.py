@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
@@ -12,7 +13,7 @@ import redis
 from eventbus.broker import describe, get_broker
 from eventbus.brokers import BusBroker
 from eventbus.delivery import build_message
-from eventbus.errors import NotificationError, PublishError
+from eventbus.errors import NotificationError, PublishError, StoreBusy
 from eventbus.notifications.channel import default_channels, get_channel
 from eventbus.notifications.job import NOTIFICATIONS_QUEUE, NOTIFY_ACTOR
 from eventbus.notifications.notification import Notification
@@ -68,6 +69,6 @@ def notify(
     broker = get_broker()
     try:
         cast(BusBroker, broker).enqueue_many(messages)
-    except redis.RedisError as exc:
+    except (redis.RedisError, sqlite3.Error, StoreBusy) as exc:
         raise PublishError(f"could not enqueue a notification on {describe(broker)}: {exc}") from None
     return notification

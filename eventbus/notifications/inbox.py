@@ -1,5 +1,7 @@
 """The in-app inbox: newest first, per user, in the broker's store, with read state.
 
+On SQLite it lives in the broker's file (:mod:`eventbus.brokers.sqlite_inbox`); on ``memory://`` in the process.
+
 Redis layout under the namespace: ``inbox:<user>`` (zset id -> created µs), ``inbox:<user>:items``
 (hash id -> JSON) and ``inbox:<user>:unread`` (set of ids). Storing is idempotent by notification id.
 """
@@ -13,6 +15,8 @@ from typing import Any
 import dramatiq
 
 from eventbus.broker import get_broker
+from eventbus.brokers.sqlite_inbox import SQLiteInbox
+from eventbus.brokers.sqlite_store import SQLiteStore
 from eventbus.notifications.notification import Notification
 from eventbus.settings import get_settings
 
@@ -46,7 +50,7 @@ class InboxChannel:
         limit = get_settings().inbox_max_items
         client = getattr(broker, "client", None)
         if client is None:
-            _memory(broker).store(notification, limit)
+            _local(broker).store_notification(notification, limit)
             return
         script = client.register_script(_STORE)
         script(keys=_keys(broker, user), args=[notification.id, notification.created_us, payload, limit])
@@ -57,7 +61,7 @@ def inbox_list(user_id: str, *, limit: int = 50, unread_only: bool = False) -> l
     broker = get_broker()
     client = getattr(broker, "client", None)
     if client is None:
-        return _memory(broker).items_of(str(user_id), limit, unread_only)
+        return _local(broker).items_of(str(user_id), limit, unread_only)
     zset, items, unread = _keys(broker, str(user_id))
     ids = [i.decode() for i in client.zrevrange(zset, 0, -1 if unread_only else limit - 1)]
     unread_ids = {i.decode() for i in client.smembers(unread)}
@@ -74,7 +78,7 @@ def inbox_mark_read(user_id: str, ids: list[str] | None = None) -> int:
     broker = get_broker()
     client = getattr(broker, "client", None)
     if client is None:
-        return _memory(broker).mark_read(str(user_id), ids)
+        return _local(broker).mark_read(str(user_id), ids)
     _, _, unread = _keys(broker, str(user_id))
     if ids is None:
         with client.pipeline(transaction=True) as pipe:
@@ -92,7 +96,7 @@ def inbox_unread_count(user_id: str) -> int:
     broker = get_broker()
     client = getattr(broker, "client", None)
     if client is None:
-        return _memory(broker).unread_count(str(user_id))
+        return _local(broker).unread_count(str(user_id))
     return int(client.scard(_keys(broker, str(user_id))[2]))
 
 
@@ -107,7 +111,7 @@ class _MemoryInbox:
         self.unread: dict[str, set[str]] = {}
         self.lock = threading.Lock()
 
-    def store(self, n: Notification, limit: int) -> None:
+    def store_notification(self, n: Notification, limit: int) -> None:
         with self.lock:
             box = self.items.setdefault(n.user_id, {})
             if n.id not in box:
@@ -136,9 +140,11 @@ class _MemoryInbox:
             return len(self.unread.get(user, set()))
 
 
-def _memory(broker: dramatiq.Broker) -> _MemoryInbox:
-    inbox: _MemoryInbox | None = getattr(broker, "_eventbus_inbox", None)
+def _local(broker: dramatiq.Broker) -> _MemoryInbox | SQLiteInbox:
+    """The inbox of a broker without Redis: in the SQLite broker's file, else in this process's memory."""
+    inbox: _MemoryInbox | SQLiteInbox | None = getattr(broker, "_eventbus_inbox", None)
     if inbox is None:
-        inbox = _MemoryInbox()
+        store = getattr(broker, "store", None)
+        inbox = SQLiteInbox(store) if isinstance(store, SQLiteStore) else _MemoryInbox()
         broker._eventbus_inbox = inbox  # type: ignore[attr-defined]
     return inbox

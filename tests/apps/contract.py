@@ -7,6 +7,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
+import dramatiq
+
 from eventbus import Event, declare_topic, subscribe
 
 declare_topic("contract.happened")
@@ -65,3 +67,30 @@ def c_fails(event: Event) -> None:
 @subscribe("contract.ordered", name="c_ordered", queue="c_ordered")
 def c_ordered(event: Event) -> None:
     record("c_ordered", event)
+
+
+declare_topic("contract.limited")
+declare_topic("contract.capped")
+
+RUNNING = {"now": 0, "max": 0}
+RETRIES: list[int] = []  # the retry count each c_limited run saw (0: its first attempt)
+
+
+@subscribe("contract.limited", name="c_limited", queue="c_limited")
+def c_limited(event: Event) -> None:
+    message = dramatiq.middleware.CurrentMessage.get_current_message()
+    RETRIES.append(int(message.options.get("retries", 0)) if message is not None else -1)
+    record("c_limited", event)
+
+
+@subscribe("contract.capped", name="c_capped", queue="c_capped")
+def c_capped(event: Event) -> None:
+    with _lock:
+        RUNNING["now"] += 1
+        RUNNING["max"] = max(RUNNING["max"], RUNNING["now"])
+    try:
+        time.sleep(0.15)
+        record("c_capped", event)
+    finally:
+        with _lock:
+            RUNNING["now"] -= 1

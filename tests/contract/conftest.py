@@ -17,8 +17,12 @@ import pytest
 from eventbus.app import declare_queues
 from eventbus.broker import make_broker, set_broker
 from eventbus.delivery import install_actors
+from eventbus.queues import QueueConfig, Rate
 from eventbus.settings import Settings, set_settings
 from tests.apps import contract as app
+
+# Queues of the limits contract: c_limited starts at most 10 jobs a second, c_capped runs 2 at once.
+LIMITED_QUEUES = (QueueConfig("c_limited", rate_limit=Rate(10, 1)), QueueConfig("c_capped", concurrency=2))
 
 
 @dataclass
@@ -79,12 +83,15 @@ def contract_bus(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Con
         settings = replace(base, broker_url=f"sqlite:///{tmp_path / 'bus.db'}")
     else:
         settings = replace(base, broker_url="memory://")
+    settings = replace(settings, queues=(*settings.queues, *LIMITED_QUEUES))
     set_settings(settings)
     broker = make_broker(settings)
     set_broker(broker)
     install_actors(broker)
     declare_queues(broker, settings)
     app.CALLS.clear()
+    app.RUNNING.update(now=0, max=0)
+    app.RETRIES.clear()
     bus = ContractBus(kind, broker, settings)
     yield bus
     for worker in bus.workers:

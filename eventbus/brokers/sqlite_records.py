@@ -1,0 +1,131 @@
+"""Email send records on the SQLite broker, in the broker's file (component ``mail_records``).
+
+The same record as on Redis (:mod:`eventbus.mail.record`): one row per idempotency key in
+``mail_sends`` (its fields as JSON, like the Redis hash, plus the state and an expiry), and the
+counters in ``mail_stats``. Every step is one ``BEGIN IMMEDIATE`` transaction, so claiming a record
+(pending -> sending) is atomic across every process on the file. The worker's async path runs
+each step in a thread, so a busy file never blocks the worker's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import sqlite3
+import time
+from collections.abc import Sequence
+
+from eventbus.brokers.sqlite_store import SQLiteStore
+from eventbus.mail.record import SendRecord, SendState
+
+COMPONENT = "mail_records"
+
+MIGRATIONS = [
+    """
+    CREATE TABLE IF NOT EXISTS mail_sends (
+        key TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        fields TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS mail_sends_expiry ON mail_sends (expires_at);
+    CREATE TABLE IF NOT EXISTS mail_stats (counter TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID
+    """,
+]
+
+_COUNT = "INSERT INTO mail_stats (counter, n) VALUES (?, 1) ON CONFLICT(counter) DO UPDATE SET n = n + 1"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class SQLiteRecords:
+    """Send records in the SQLite broker's file (same surface as ``RedisRecords``)."""
+
+    def __init__(self, store: SQLiteStore, ttl_s: int) -> None:
+        self.store = store
+        self.ttl_s = ttl_s
+        self.store.ensure_schema(COMPONENT, MIGRATIONS)
+
+    def create_pending(self, rows: Sequence[tuple[str, dict[str, str]]]) -> list[SendState | None]:
+        """Create records that do not exist yet (publisher side); returns the prior state of each (None: new)."""
+        out: list[SendState | None] = []
+        if not rows:
+            return out
+        with self.store.transaction() as conn:
+            now = _now_ms()
+            for key, fields in rows:
+                old = _read(conn, key, now)
+                if old is not None:
+                    out.append(SendState(old["state"]))
+                    continue
+                _write(conn, key, fields, now + self.ttl_s * 1000)
+                out.append(None)
+            if random.random() < 0.01:
+                conn.execute(
+                    "DELETE FROM mail_sends WHERE key IN (SELECT key FROM mail_sends WHERE expires_at <= ? LIMIT 1000)",
+                    (now,),
+                )
+        return out
+
+    def get(self, key: str) -> SendRecord | None:
+        """The record for ``key``, if any."""
+        rows = self.store.execute("SELECT fields FROM mail_sends WHERE key = ? AND expires_at > ?", (key, _now_ms()))
+        return SendRecord.from_hash(key, json.loads(rows[0][0])) if rows else None
+
+    def stats(self) -> dict[str, int]:
+        """Counters: sent, failed, retried, skipped, uncertain."""
+        return {str(c): int(n) for c, n in self.store.execute("SELECT counter, n FROM mail_stats")}
+
+    async def claim(self, key: str, fields: dict[str, str]) -> SendRecord | None:
+        """Move pending (or missing) to sending; returns the record as it was before (None: missing)."""
+        return await asyncio.to_thread(self._claim, key, fields)
+
+    async def finish(self, key: str, state: SendState, updates: dict[str, str], counter: str) -> None:
+        """Write the outcome of an attempt and bump ``counter`` in one transaction."""
+        await asyncio.to_thread(self._finish, key, state, updates, counter)
+
+    async def count(self, counter: str) -> None:
+        """Bump a counter."""
+        await asyncio.to_thread(self.store.execute, _COUNT, (counter,))
+
+    async def aclose(self) -> None:
+        """Nothing to close: the broker owns the file's connections."""
+
+    def _claim(self, key: str, fields: dict[str, str]) -> SendRecord | None:
+        with self.store.transaction() as conn:
+            now = _now_ms()
+            old = _read(conn, key, now)
+            current = dict(old) if old is not None else dict(fields)
+            if current.get("state", SendState.PENDING.value) == SendState.PENDING.value:
+                current["state"] = SendState.SENDING.value
+                current["updated_ms"] = str(now)
+                current["attempts"] = str(int(current.get("attempts") or 0) + 1)
+            _write(conn, key, current, now + self.ttl_s * 1000 if old is None else None)
+        return SendRecord.from_hash(key, old) if old is not None else None
+
+    def _finish(self, key: str, state: SendState, updates: dict[str, str], counter: str) -> None:
+        with self.store.transaction() as conn:
+            now = _now_ms()
+            current = _read(conn, key, now) or {}
+            current.update(updates)
+            current.update(state=state.value, updated_ms=str(now))
+            _write(conn, key, current, now + self.ttl_s * 1000)
+            conn.execute(_COUNT, (counter,))
+
+
+def _read(conn: sqlite3.Connection, key: str, now: int) -> dict[str, str] | None:
+    row = conn.execute("SELECT fields FROM mail_sends WHERE key = ? AND expires_at > ?", (key, now)).fetchone()
+    return dict(json.loads(row[0])) if row else None
+
+
+def _write(conn: sqlite3.Connection, key: str, fields: dict[str, str], expires_at: int | None) -> None:
+    """Upsert a record; ``expires_at`` None keeps the row's expiry."""
+    conn.execute(
+        "INSERT INTO mail_sends (key, state, fields, expires_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT(key) DO UPDATE SET state = excluded.state, fields = excluded.fields, "
+        "expires_at = COALESCE(?, mail_sends.expires_at)",
+        (key, fields.get("state", SendState.PENDING.value), json.dumps(fields), expires_at or 0, expires_at),
+    )

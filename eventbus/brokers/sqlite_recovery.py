@@ -1,0 +1,86 @@
+"""Poison detection on the SQLite broker: a message that keeps killing its worker is dead-lettered.
+
+Leases already bring back the messages of a dead worker (:mod:`eventbus.brokers.sqlite`). What this
+adds (component ``recovery``, table ``message_runs``) is the count Redis keeps too: the worker marks
+a row *started* when a thread begins running it (prefetched rows are not marked). A row that is
+fetched again while still marked was running when its holder died: that is one lost delivery. At
+``max_lost_deliveries`` the fetch moves it to ``dead_letters`` with reason ``worker_lost`` instead
+of handing it out again. Suspects below that come back one at a time (``suspect_spread_ms`` apart),
+so innocent jobs that happened to run beside a poison message do not die with it again and again.
+Ack and nack drop the mark in their own transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import dramatiq
+from dramatiq.common import current_millis
+
+from eventbus.brokers.redis_recovery import WORKER_LOST
+
+if TYPE_CHECKING:
+    from eventbus.brokers.sqlite import SQLiteBroker
+
+COMPONENT = "recovery"
+
+MIGRATIONS = [
+    """
+    CREATE TABLE IF NOT EXISTS message_runs (
+        row_id INTEGER PRIMARY KEY,
+        started_at INTEGER,
+        lost INTEGER NOT NULL DEFAULT 0
+    )
+    """,
+]
+
+FORGET = "DELETE FROM message_runs WHERE row_id = ?"
+
+
+class SQLiteRecovery:
+    """Started marks and lost-delivery counts of one :class:`SQLiteBroker`'s messages."""
+
+    def __init__(self, broker: SQLiteBroker) -> None:
+        self.store = broker.store
+        self.store.ensure_schema(COMPONENT, MIGRATIONS)
+
+    def mark_started(self, row_id: int) -> None:
+        """Called when a worker thread begins running the message of ``row_id``."""
+        self.store.execute(
+            "INSERT INTO message_runs (row_id, started_at) VALUES (?, ?) "
+            "ON CONFLICT(row_id) DO UPDATE SET started_at = excluded.started_at",
+            (row_id, current_millis()),
+        )
+
+    def count_lost(self, conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, int]:
+        """Inside the fetch transaction: count a lost delivery for each of ``ids`` still marked started.
+
+        Returns ``{row_id: lost}`` of those suspects (the caller dead-letters or spreads them).
+        """
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = conn.execute(
+            f"UPDATE message_runs SET started_at = NULL, lost = lost + 1 "
+            f"WHERE row_id IN ({marks}) AND started_at IS NOT NULL RETURNING row_id, lost",
+            list(ids),
+        ).fetchall()
+        return {int(row_id): int(lost) for row_id, lost in rows}
+
+
+def worker_lost(message: dramatiq.Message[Any], lost: int) -> dramatiq.Message[Any]:
+    """The dead letter of a message whose worker died ``lost`` times while running it (as on Redis)."""
+    return message.copy(
+        options={
+            "dead_reason": WORKER_LOST,
+            "error_type": "WorkerLost",
+            "error": (
+                f"WorkerLost: the worker running this message died {lost} times (SIGKILL, out of memory or "
+                "a crash); it was dead-lettered instead of being delivered again"
+            ),
+            "lost_deliveries": lost,
+            "dead_at": current_millis(),
+        }
+    )

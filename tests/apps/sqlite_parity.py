@@ -1,0 +1,67 @@
+"""A schedule and limited queues for the multi-process SQLite parity tests; runs are recorded in the bus's file.
+
+Subscribers record through :func:`tests.apps.sqlite_recording.run` (table ``test_calls``); a middleware
+records every fan-out of a ``sq.tick`` event in ``test_tick_events``: more than one row per tick would
+mean a tick was published twice.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+import dramatiq
+
+from eventbus import Event, add_schedule, declare_topic, subscribe
+from eventbus.broker import get_broker
+from eventbus.delivery import FANOUT_ACTOR
+from tests.apps.sqlite_recording import run, store_of_bus
+
+declare_topic("sq.tick")
+declare_topic("sq.capped")
+declare_topic("sq.limited")
+declare_topic("sq.poison")
+
+add_schedule("sq-every-second", topic="sq.tick", every_s=1, payload={"source": "sqlite_parity"})
+
+TICK_SCHEMA = ["CREATE TABLE IF NOT EXISTS test_tick_events (scheduled_for TEXT NOT NULL, pid INTEGER NOT NULL)"]
+
+
+@subscribe("sq.tick", name="sq_tick")
+def sq_tick(event: Event) -> None:
+    run("sq_tick", event)
+
+
+@subscribe("sq.capped", name="sq_capped", queue="sq_capped")
+def sq_capped(event: Event) -> None:
+    run("sq_capped", event)
+
+
+@subscribe("sq.limited", name="sq_limited", queue="sq_limited")
+def sq_limited(event: Event) -> None:
+    run("sq_limited", event)
+
+
+@subscribe("sq.poison", name="sq_poison", queue="sq_poison")
+def sq_poison(event: Event) -> None:
+    """Records the call, then kills its own worker process when the payload says so."""
+    run("sq_poison", event)
+    if event.payload.get("kill"):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class CountTickEvents(dramatiq.Middleware):
+    """Records each fan-out of a sq.tick event (one per published tick event)."""
+
+    def after_process_message(self, broker: Any, message: Any, *, result: Any = None, exception: Any = None) -> None:
+        event = message.kwargs.get("event") or {}
+        if message.actor_name == FANOUT_ACTOR and event.get("topic") == "sq.tick":
+            store = store_of_bus().store
+            store.ensure_schema("test_tick_events", TICK_SCHEMA)
+            store.execute(
+                "INSERT INTO test_tick_events VALUES (?, ?)", (event["headers"]["scheduled_for"], os.getpid())
+            )
+
+
+get_broker().add_middleware(CountTickEvents())
