@@ -110,6 +110,18 @@ def pending_jobs(broker: dramatiq.Broker) -> int:
     return int(broker.store.execute("SELECT COUNT(*) FROM messages")[0][0])  # type: ignore[attr-defined]
 
 
+def jobs_by_state(broker: dramatiq.Broker) -> str:
+    """Completed, failed and dead job counts over every queue, from the control plane."""
+    from eventbus.control import ControlPlane
+
+    stats = ControlPlane(broker).stats()
+    totals = {
+        state: sum(getattr(q, state) for q in stats.queues)
+        for state in ("waiting", "active", "delayed", "completed", "dead")
+    }
+    return ", ".join(f"{state} {n}" for state, n in totals.items())
+
+
 def dead_letters(broker: dramatiq.Broker) -> list[dramatiq.Message[Any]]:
     return list(broker.dead_letters(None))  # type: ignore[attr-defined]
 
@@ -135,6 +147,7 @@ def summary(broker: dramatiq.Broker, sink: Sink, scenario: Scenario, mail_dir: P
         html = _html_preview(previews[0], mail_dir / "preview.html")
         echo(f"HTML preview         {html}")
     echo(f"jobs still in flight {pending_jobs(broker)}")
+    echo(f"jobs by state        {jobs_by_state(broker)}")
     dead = dead_letters(broker)
     echo(f"dead letters         {len(dead)}")
     for message in dead[:5]:
@@ -146,7 +159,9 @@ def summary(broker: dramatiq.Broker, sink: Sink, scenario: Scenario, mail_dir: P
     echo(f"finished in          {elapsed_s:.1f} s")
     echo("")
     echo("Look around:")
-    echo(f"  EVENTBUS_BROKER_URL=sqlite:///{(mail_dir.parent / 'eventbus.db').resolve()} eventbus dlq list")
+    url = f"sqlite:///{(mail_dir.parent / 'eventbus.db').resolve()}"
+    echo(f"  export EVENTBUS_BROKER_URL={url}")
+    echo("  eventbus stats; eventbus dlq list")
     echo("  eventbus serve --insecure-dev     # then open http://127.0.0.1:8080/ for the dashboard")
 
 

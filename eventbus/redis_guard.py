@@ -14,8 +14,12 @@ from typing import Any
 import redis
 
 
-def check_redis_config(client: Any) -> list[str]:
-    """Reasons this Redis can lose queued work (empty when none); never raises for a refused CONFIG."""
+def check_redis_config(client: Any, *, require_persistence: bool = True) -> list[str]:
+    """Reasons this Redis can lose queued work (empty when none); never raises for a refused CONFIG.
+
+    ``require_persistence=False`` (``EVENTBUS_REDIS_REQUIRE_PERSISTENCE=0``) accepts a Redis that keeps
+    nothing on disk, e.g. a development or CI server whose queues may be lost on restart.
+    """
     config = _config(client)
     reasons: list[str] = []
     policy = str(config.get("maxmemory-policy", "noeviction"))
@@ -26,10 +30,11 @@ def check_redis_config(client: Any) -> list[str]:
             "keys, including queued messages and dedup keys; set maxmemory-policy noeviction"
         )
     save, appendonly = config.get("save"), config.get("appendonly")
-    if save is not None and appendonly is not None and not str(save).strip() and str(appendonly) == "no":
+    no_disk = save is not None and appendonly is not None and not str(save).strip() and str(appendonly) == "no"
+    if require_persistence and no_disk:
         reasons.append(
             'Redis persistence is off (save "" and appendonly no): a restart loses every queued message; '
-            "set appendonly yes (or a save schedule)"
+            "set appendonly yes (or a save schedule), or EVENTBUS_REDIS_REQUIRE_PERSISTENCE=0 to accept it"
         )
     return reasons
 

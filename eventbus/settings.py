@@ -80,6 +80,7 @@ class Settings:
     stats_interval_s: float = 30.0
     health_max_failed: int = 10
     health_max_waiting: int = 100
+    redis_require_persistence: bool = True
 
     def queue_config(self, name: str) -> QueueConfig:
         """The configuration of queue ``name`` (its ``.DQ`` shares it); unlisted queues get the job defaults."""
@@ -171,6 +172,7 @@ class Settings:
             stats_interval_s=_number(env, "EVENTBUS_STATS_INTERVAL_S", base.stats_interval_s),
             health_max_failed=int(_number(env, "EVENTBUS_HEALTH_MAX_FAILED", base.health_max_failed)),
             health_max_waiting=int(_number(env, "EVENTBUS_HEALTH_MAX_WAITING", base.health_max_waiting)),
+            redis_require_persistence=_flag(env, "EVENTBUS_REDIS_REQUIRE_PERSISTENCE", base.redis_require_persistence),
         )
 
 

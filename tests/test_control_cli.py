@@ -21,8 +21,8 @@ import tests.apps.control  # noqa: F401  declares the test topics in this (publi
 from eventbus import publish_event, publish_many
 from eventbus.cli import main
 from eventbus.control import ControlPlane, JobState
-from eventbus.control.health import memory_policy_check
 from eventbus.delivery import delivery_id
+from eventbus.redis_guard import check_redis_config
 from tests.conftest import REDIS_URL, ROOT, wait_for
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -139,8 +139,7 @@ def test_health_reports_degraded_past_a_threshold(bus, settings, start_worker, r
     worker = start_worker(APP)
     cp = ControlPlane(bus, settings)
     wait_for(cp.workers, 30, worker)
-    policy_ok = memory_policy_check(redis_client.config_get("maxmemory-policy")["maxmemory-policy"]).ok
-    if policy_ok:
+    if not check_redis_config(redis_client, require_persistence=settings.redis_require_persistence):
         assert main(["--broker-url", REDIS_URL, "--namespace", namespace, "health", "--json"]) == 0
         assert json.loads(capsys.readouterr().out)["status"] == "healthy"
     cp.pause("slow")
@@ -157,9 +156,3 @@ def test_health_reports_degraded_past_a_threshold(bus, settings, start_worker, r
     assert main(["--broker-url", REDIS_URL, "--namespace", namespace, "health"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("degraded") and "no live worker" in out
-
-
-def test_an_evicting_memory_policy_degrades_health():
-    assert memory_policy_check("noeviction").ok
-    check = memory_policy_check("allkeys-lru")
-    assert not check.ok and "set maxmemory-policy noeviction" in check.detail

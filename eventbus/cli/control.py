@@ -105,6 +105,11 @@ def stats_tables(cp: ControlPlane) -> Any:
     topics = Table("topic", "published", "deliveries", "failed", title="topics")
     for t in s.topics:
         topics.add_row(t.topic, str(t.published), str(t.deliveries), str(t.failed))
+    if s.outbox.get("enabled"):
+        age = s.outbox.get("oldest_age_s")
+        queues.caption = f"outbox {s.outbox['path']}: {s.outbox['depth']} waiting" + (
+            f", oldest {age:.0f} s" if age is not None else ""
+        )
     return Group(queues, topics)
 
 

@@ -18,19 +18,6 @@ def live_workers(cp: ControlPlane) -> list[WorkerInfo]:
     return cp.store.live_workers(now_ms() - int(WORKER_TTL_S * 1000))
 
 
-def memory_policy_check(policy: str | None) -> HealthCheck:
-    """Only ``noeviction`` keeps Redis from silently dropping queued jobs when memory runs out."""
-    if policy is None:
-        return HealthCheck("memory_policy", True, "maxmemory-policy unknown (CONFIG not allowed)")
-    if policy == "noeviction":
-        return HealthCheck("memory_policy", True, "maxmemory-policy noeviction")
-    return HealthCheck(
-        "memory_policy",
-        False,
-        f"Redis maxmemory-policy is {policy}: Redis may evict queued jobs; set maxmemory-policy noeviction",
-    )
-
-
 def check(cp: ControlPlane, *, max_failed: int | None = None, max_waiting: int | None = None) -> HealthReport:
     """Broker reachable (1 s) and its own checks, dead letters and waiting jobs under thresholds, a live worker."""
     max_failed = cp.settings.health_max_failed if max_failed is None else max_failed
@@ -69,6 +56,19 @@ def check(cp: ControlPlane, *, max_failed: int | None = None, max_waiting: int |
             else f"no live worker (no heartbeat in {WORKER_TTL_S:.0f} s); start one: eventbus worker",
         )
     )
+    outbox = stats.outbox
+    if outbox.get("enabled"):
+        depth = int(outbox.get("depth", 0))
+        checks.append(
+            HealthCheck(
+                "outbox",
+                depth == 0,
+                "outbox empty"
+                if depth == 0
+                else f"{depth} events wait in the outbox {outbox['path']} (oldest {outbox['oldest_age_s']:.0f} s): "
+                "the broker was unreachable; workers relay them when it answers, or run `eventbus outbox relay`",
+            )
+        )
     reasons = [c.detail for c in checks if not c.ok]
     return HealthReport(HealthStatus.DEGRADED if reasons else HealthStatus.HEALTHY, reasons, checks)
 

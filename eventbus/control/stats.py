@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from eventbus.control.types import QueueStats, Stats, TopicStats
+from eventbus.outbox import outbox_status
 
 if TYPE_CHECKING:
     from eventbus.control import ControlPlane
 
 
 def read_stats(cp: ControlPlane) -> Stats:
-    """Stats of every known queue and topic."""
-    return cp.store.stats(cp.local_queues())
+    """Stats of every known queue and topic, and the local publish outbox."""
+    return replace(cp.store.stats(cp.local_queues()), outbox=outbox_status(cp.settings))
 
 
 def stats_of(queues: list[QueueStats], counts: dict[str, dict[str, int]], at_ms: int) -> Stats:

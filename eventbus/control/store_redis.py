@@ -15,7 +15,6 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from eventbus.control.health import memory_policy_check
 from eventbus.control.stats import stats_of
 from eventbus.control.store import DeadRow
 from eventbus.control.types import HealthCheck, QueueStats, Stats, WorkerInfo
@@ -23,6 +22,7 @@ from eventbus.delivery import EVENTS_QUEUE
 from eventbus.ledger import JobRecord, JobState, now_ms
 from eventbus.ledger_redis import BUCKET_MS, RedisLedger, Retention
 from eventbus.middleware.pause import paused_key
+from eventbus.redis_guard import check_redis_config
 from eventbus.settings import Settings
 
 PING_TIMEOUT_S = 1.0
@@ -118,6 +118,7 @@ class RedisControlStore(RedisLedger):
     def __init__(self, broker: Any, settings: Settings) -> None:
         super().__init__(broker.client, broker.namespace, Retention.from_settings(settings))
         self.url: str = broker.url
+        self.require_persistence = settings.redis_require_persistence
         self._scripts: dict[str, Any] = {}
 
     def script(self, name: str, source: str) -> Any:
@@ -289,11 +290,11 @@ class RedisControlStore(RedisLedger):
             reason = f"broker unreachable: {exc}; is Redis running at EVENTBUS_BROKER_URL / REDIS_URL?"
             return [HealthCheck("broker", False, reason)]
         try:
-            policy_raw = client.config_get("maxmemory-policy").get("maxmemory-policy")
-            policy = policy_raw.decode() if isinstance(policy_raw, bytes) else policy_raw
-        except redis.RedisError:
-            policy = None
-        return [HealthCheck("broker", True, "reachable"), memory_policy_check(policy)]
+            problems = check_redis_config(client, require_persistence=self.require_persistence)
+        except redis.RedisError as exc:
+            problems = [f"cannot read the Redis configuration ({exc})"]
+        config = HealthCheck("redis_config", not problems, "; ".join(problems) or "no eviction; persistence on")
+        return [HealthCheck("broker", True, "reachable"), config]
 
     def quick_client(self) -> redis.Redis:  # type: ignore[type-arg]
         """A client that gives up after PING_TIMEOUT_S, without retries."""

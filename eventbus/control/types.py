@@ -44,6 +44,7 @@ class Stats:
     queues: list[QueueStats]
     topics: list[TopicStats]
     at_ms: int
+    outbox: dict[str, Any] = field(default_factory=dict)  # eventbus.outbox.outbox_status(): enabled, depth, ...
 
     def queue(self, name: str) -> QueueStats:
         """The stats of one queue (zeros if it has none)."""
