@@ -109,10 +109,12 @@ def test_pause_resume_and_clean(start_server, start_worker, bus, settings):
         assert http.post("/api/queues/ctl/clean", json={"older_than_s": 0}).json() == {"removed": 1}
 
 
-def test_without_redis_the_control_routes_answer_503_naming_the_fix(start_server, settings, tmp_path):
+def test_on_a_broker_without_a_control_plane_the_control_routes_answer_503_naming_the_fix(
+    start_server, settings, tmp_path
+):
     server: Server = start_server(modules=(APP,))
     redis_broker = get_broker()
-    set_broker(make_broker(replace(settings, broker_url=f"sqlite:///{tmp_path / 'bus.db'}")))
+    set_broker(make_broker(replace(settings, broker_url="memory://")))
     try:
         with server.client() as http:
             response = http.get("/api/stats")
