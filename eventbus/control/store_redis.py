@@ -27,8 +27,9 @@ from eventbus.settings import Settings
 
 PING_TIMEOUT_S = 1.0
 
-# The one place counts are computed. waiting = the four priority lists; delayed = the delay queue's
-# messages (scheduled and retries in backoff); active/completed/failed = ledger; dead = dead letters.
+# The one place counts are computed. waiting = the four priority lists; delayed = the durable schedule's
+# count for the queue (scheduled sends, retries in backoff) plus any message in Dramatiq's delay queue;
+# active/completed/failed = ledger; dead = dead letters.
 _STATS = """
 local ns = ARGV[1]
 local bucket = math.floor(tonumber(ARGV[2]) / tonumber(ARGV[3]))
@@ -57,7 +58,7 @@ for _, q in ipairs(queues) do
         q,
         waiting,
         redis.call("zcard", jobs .. "active"),
-        redis.call("hlen", base .. ".DQ.msgs"),
+        redis.call("hlen", base .. ".DQ.msgs") + (tonumber(redis.call("hget", ns .. ":schedule.counts", q)) or 0),
         redis.call("zcard", jobs .. "completed"),
         redis.call("zcard", jobs .. "failed"),
         redis.call("zcard", base .. ".XQ"),

@@ -231,3 +231,14 @@ def test_replay_remove_and_retry_one_job(contract_bus, cp):
     wait_for(lambda: cp.get_job(dead).state == JobState.COMPLETED, 30)
     with pytest.raises(InvalidJobState):
         cp.retry_job(dead)
+
+
+def test_scheduled_events_count_as_delayed_until_they_are_due(contract_bus, cp):
+    from datetime import timedelta
+
+    # Given three events scheduled an hour ahead and one due now (no worker running)
+    publish_many([("cc.happened", {"n": i}) for i in range(3)], delay=timedelta(hours=1))
+    publish_event("cc.happened", {"n": 3})
+    # Then stats count them as delayed, apart from the one waiting
+    stats = cp.stats().queue(EVENTS_QUEUE)
+    assert (stats.delayed, stats.waiting) == (3, 1)
