@@ -125,3 +125,17 @@ def test_on_a_broker_without_a_control_plane_the_control_routes_answer_503_namin
     assert response.json()["error"] == "control_plane_unavailable"
     assert "EVENTBUS_BROKER_URL=redis://" in response.json()["detail"]
     assert health.status_code == 503 and health.json()["status"] == "unhealthy"
+
+
+def test_health_is_503_unhealthy_when_redis_is_unreachable(start_server, settings):
+    server: Server = start_server(modules=(APP,))
+    redis_broker = get_broker()
+    set_broker(make_broker(replace(settings, broker_url="redis://127.0.0.1:1/0")))  # nothing listens on port 1
+    try:
+        with server.client(token=None) as http:
+            health = http.get("/api/health")
+    finally:
+        set_broker(redis_broker)
+    assert health.status_code == 503
+    body = health.json()
+    assert body["status"] == "unhealthy" and "broker unreachable" in body["reasons"][0]

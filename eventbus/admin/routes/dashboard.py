@@ -7,6 +7,7 @@ each is one control-plane call followed by a redirect back (post/redirect/get).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ from eventbus.errors import ControlPlaneUnavailable, EventBusError, InvalidJobSt
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "templates")
+LOGIN_FAILURE_DELAY_S = 0.5  # slows token guessing; the token itself should be long and random
 STATIC = {"dashboard.css": "text/css", "dashboard.js": "text/javascript"}
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
@@ -133,6 +135,7 @@ async def login(request: Request) -> Response:
     form = await _form(request)
     target = _safe_next(form.get("next"))
     if not token_matches(request, form.get("token", "")):
+        await asyncio.sleep(LOGIN_FAILURE_DELAY_S)
         error = "That is not the admin token. Paste the value of EVENTBUS_ADMIN_TOKEN."
         return _page(request, "login.html", 401, next=target, error=error)
     response = RedirectResponse(target, status_code=303)
