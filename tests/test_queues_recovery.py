@@ -10,7 +10,7 @@ import pytest
 
 import tests.apps.queues  # noqa: F401  declares the test topics in this process
 from eventbus import publish_event, publish_many
-from eventbus.brokers.redis_recovery import WORKER_LOST
+from eventbus.brokers.poison import WORKER_LOST
 from tests.conftest import wait_for
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]

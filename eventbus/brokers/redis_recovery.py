@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING
 
 import dramatiq
 
+from eventbus.brokers.poison import worker_lost
+
 if TYPE_CHECKING:
     from eventbus.brokers.redis import RedisBroker
 
-WORKER_LOST = "worker_lost"
 
 _FETCH_DONE = '    if n > 0 then\n        return redis.call("hmget", queue_messages, unpack(message_ids))'
 _ACK = 'elseif command == "ack" then\n    local message_id = ARGS[1]\n'
@@ -214,18 +215,6 @@ class RedisRecovery:
         data = self.broker.client.hget(key, rid)
         if data is None:
             return None
-        message = dramatiq.Message.decode(data)
-        message = message.copy(
-            options={
-                "dead_reason": WORKER_LOST,
-                "error_type": "WorkerLost",
-                "error": (
-                    f"WorkerLost: the worker running this message died {lost} times (SIGKILL, out of memory or "
-                    "a crash); it was dead-lettered instead of being delivered again"
-                ),
-                "lost_deliveries": lost,
-                "dead_at": now_ms,
-            }
-        )
+        message = worker_lost(dramatiq.Message.decode(data), lost, now_ms)
         self._rewrite(keys=[key], args=[rid, message.encode()])
         return message

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 import dramatiq
 from dramatiq.common import current_millis, q_name
 
-from eventbus.brokers import malformed
+from eventbus.brokers import malformed, poison
 from eventbus.brokers import sqlite_recovery as recovery
 from eventbus.brokers import sqlite_schema as schema
 from eventbus.errors import StoreBusy
@@ -207,7 +207,7 @@ class SQLiteConsumer(dramatiq.Consumer):
                 message = malformed.decode(data, self.max_message_bytes)
             except malformed.MalformedMessage:
                 continue  # handed out, then dead-lettered as malformed
-            dead = recovery.worker_lost(message.copy(queue_name=self.queue_name), poisoned[row_id])
+            dead = poison.worker_lost(message.copy(queue_name=self.queue_name), poisoned[row_id])
             tx.execute("DELETE FROM messages WHERE id = ?", (row_id,))
             tx.execute(recovery.FORGET, (row_id,))
             tx.execute(

@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import dramatiq
 from dramatiq.common import current_millis
-
-from eventbus.brokers.redis_recovery import WORKER_LOST
 
 if TYPE_CHECKING:
     from eventbus.brokers.sqlite import SQLiteBroker
@@ -68,19 +65,3 @@ class SQLiteRecovery:
             list(ids),
         ).fetchall()
         return {int(row_id): int(lost) for row_id, lost in rows}
-
-
-def worker_lost(message: dramatiq.Message[Any], lost: int) -> dramatiq.Message[Any]:
-    """The dead letter of a message whose worker died ``lost`` times while running it (as on Redis)."""
-    return message.copy(
-        options={
-            "dead_reason": WORKER_LOST,
-            "error_type": "WorkerLost",
-            "error": (
-                f"WorkerLost: the worker running this message died {lost} times (SIGKILL, out of memory or "
-                "a crash); it was dead-lettered instead of being delivered again"
-            ),
-            "lost_deliveries": lost,
-            "dead_at": current_millis(),
-        }
-    )

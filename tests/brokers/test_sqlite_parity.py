@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from eventbus import declare_topic, publish_event, publish_many
-from eventbus.brokers.redis_recovery import WORKER_LOST
+from eventbus.brokers.poison import WORKER_LOST
 from eventbus.scheduling import schedules
 from tests.conftest import wait_for
 
