@@ -333,7 +333,7 @@ class _Consumer(_RedisConsumer):
         """Write the acks still pending (a stopping worker leaves nothing to run twice)."""
         try:
             self.broker.writes.flush()
-        except REDIS_ERRORS as e:
+        except redis.RedisError as e:
             n = len(self.broker.writes)
             logger.warning("could not write %d pending ack(s) at close (%s); those jobs will run again", n, e)
 

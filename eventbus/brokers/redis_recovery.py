@@ -61,7 +61,10 @@ _REQUEUE_PRIORITY = """elseif command == "requeue" then
                         list = list .. (suffixes[decoded.options.priority] or "")
                     end
                 end
-                redis.call("lpush", list, message_id)
+                -- Ring when the list was empty: a consumer waiting for the doorbell takes it at once.
+                if redis.call("lpush", list, message_id) == 1 then
+                    redis.call("publish", namespace .. ":__bell__", queue_name)
+                end
             end
         end
     end
@@ -140,7 +143,9 @@ for _, worker in ipairs(dead) do
                             redis.call("hdel", msgs, rid)
                             suspects = suspects + 1
                         else
-                            redis.call("lpush", ns .. ":" .. list, rid)
+                            if redis.call("lpush", ns .. ":" .. list, rid) == 1 then
+                                redis.call("publish", ns .. ":__bell__", queue)
+                            end
                         end
                         out[1] = out[1] + 1
                     end

@@ -12,7 +12,9 @@ start. Here both go into one per-process buffer:
 An acked message stays in its consumer's ``InHand`` record until its ack is written (see
 ``on_acked``), so a reconciliation never requeues a job that ran. A failed flush keeps everything
 pending for the next one. A ``kill -9`` loses the acks not yet written, at most ``ack_delay_s`` of
-them: those jobs run again (at least once), as with any ack that did not reach the broker.
+them: those jobs run again (at least once), as with any ack that did not reach the broker. So do
+the jobs whose acks are still pending when a worker stops while Redis is unreachable (Dramatiq would
+block the stop until Redis came back; here the stop completes and logs how many will run again).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class GroupWriter:
         self._acks: dict[tuple[str, str], Acked] = {}  # (queue, redis id) -> callback once written
         self._appended = 0  # marks ever added, and written, in order
         self._written = 0
+        self._failure: tuple[int, BaseException] | None = None  # (last ticket of the failed batch, error)
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -52,14 +55,23 @@ class GroupWriter:
         return len(self._marks) + len(self._acks)
 
     def mark_started(self, redis_id: str) -> None:
-        """Record that this worker started ``redis_id``; returns once it is in Redis."""
+        """Record that this worker started ``redis_id``; returns once it is in Redis.
+
+        Raises the flush's error, at once, if a flush that carried this mark failed while the thread
+        waited (a stalled Redis then costs each job start one timeout, not one per waiting thread).
+        The mark stays pending and goes out with the next flush.
+        """
         with self._guard:
             self._marks.append(redis_id)
             self._appended += 1
             ticket = self._appended
         with self._flushing:
-            if self._written < ticket:
-                self._flush_locked()
+            if self._written >= ticket:
+                return
+            failure = self._failure
+            if failure is not None and failure[0] >= ticket:
+                raise failure[1]
+            self._flush_locked()
 
     def ack(self, queue_name: str, redis_id: str, on_acked: Acked) -> None:
         """Ack ``redis_id`` within ``ack_delay_s``; ``on_acked([redis_id])`` runs once it is written."""
@@ -81,26 +93,33 @@ class GroupWriter:
         if not marks and not acks:
             return
         try:
-            with self.broker.client.pipeline(transaction=False) as pipe:
-                if marks:
-                    pipe.sadd(self.broker.recovery.started, *marks)
-                ack = self.broker.ack_on(pipe)
-                for queue_name, redis_id in acks:
-                    ack(queue_name, redis_id)
-                pipe.execute()
-        except BaseException as exc:
-            if isinstance(exc, redis.exceptions.NoScriptError):
+            try:
+                self._send(marks, acks)
+            except redis.exceptions.NoScriptError:  # Redis restarted and forgot the dispatch script
                 self.broker.reload_scripts()
+                self._send(marks, acks)  # SADD and ack are idempotent: sending the batch again is safe
+        except BaseException as exc:
             with self._guard:  # keep them, in order, for the next flush
                 self._marks[:0] = marks
                 self._acks = {**acks, **self._acks}
+            self._failure = (upto, exc)
+            self._wake.set()  # the flusher retries them even if no job starts
             raise
-        self._written = upto
+        self._written, self._failure = upto, None
         by_callback: dict[Acked, list[str]] = {}
         for (_, redis_id), on_acked in acks.items():
             by_callback.setdefault(on_acked, []).append(redis_id)
         for on_acked, ids in by_callback.items():
             on_acked(ids)
+
+    def _send(self, marks: list[str], acks: dict[tuple[str, str], Acked]) -> None:
+        with self.broker.client.pipeline(transaction=False) as pipe:
+            if marks:
+                pipe.sadd(self.broker.recovery.started, *marks)
+            ack = self.broker.ack_on(pipe)
+            for queue_name, redis_id in acks:
+                ack(queue_name, redis_id)
+            pipe.execute()
 
     def _start(self) -> None:
         with self._guard:
@@ -113,7 +132,7 @@ class GroupWriter:
             self._wake.wait()
             self._wake.clear()
             time.sleep(self.ack_delay_s)  # let acks and job starts gather
-            if not self._acks:
+            if not len(self):
                 continue
             try:
                 self.flush()

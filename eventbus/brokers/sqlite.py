@@ -224,9 +224,11 @@ class SQLiteBroker(HookCache, dramatiq.Broker):
     def owner(self) -> str:
         """Who holds this process's leases: host, pid and broker instance (new after a fork)."""
         if self._owner_pid != os.getpid():
-            self._owner_pid = os.getpid()
-            self._owner = f"{socket.gethostname()}:{self._owner_pid}:{uuid.uuid4().hex[:8]}"
-            self._leases = {}
+            with self._leases_lock:  # threads racing here after a fork must agree on one owner
+                if self._owner_pid != os.getpid():
+                    self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+                    self._leases = {}
+                    self._owner_pid = os.getpid()
         return self._owner
 
     def leases(self, queue_name: str) -> Leases:

@@ -32,6 +32,7 @@ def dead_deliveries(cp: ControlPlane, n: int) -> list[str]:
     events = publish_many([("cc.happened", {"n": i}) for i in range(n)])
     wait_for(lambda: sum(t.failed for t in cp.stats().topics) >= n, 60)
     wait_for(lambda: cp.stats().queue("cc_ok").completed >= n, 30)
+    wait_for(lambda: cp.stats().queue("cc_dead").dead >= n, 30)  # the nack and the ledger write land apart
     return [delivery_id(e.id, "cc_broken") for e in events]
 
 
