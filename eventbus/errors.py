@@ -140,7 +140,7 @@ class InvalidJobState(EventBusError):
 
 
 class ControlPlaneUnavailable(EventBusError):
-    """The control plane needs a broker that keeps a ledger (Redis), or the ledger is turned off."""
+    """The control plane needs a broker that keeps a ledger (Redis or SQLite), not the in-memory test broker."""
 
 
 class MalformedMessage(EventBusError):

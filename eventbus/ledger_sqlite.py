@@ -141,8 +141,13 @@ class SQLiteLedger:
     def trim(self, queue: str, state: JobState, *, older_than_ms: int | None = None, keep: int | None = None) -> int:
         """Remove records of ``queue`` in ``state`` older than the cutoff (epoch ms) or beyond the newest ``keep``."""
         with self.store.transaction() as conn:
-            if older_than_ms is not None:
-                conn.execute("DELETE FROM ctl_jobs WHERE queue = ? AND expires_at <= ?", (queue, now_ms()))
+            if older_than_ms is not None:  # the upkeep's pass: drop what expired by itself too
+                now = now_ms()
+                conn.execute("DELETE FROM ctl_jobs WHERE queue = ? AND expires_at <= ?", (queue, now))
+                conn.execute(
+                    "DELETE FROM ctl_events WHERE id IN (SELECT id FROM ctl_events WHERE expires_at <= ? LIMIT 1000)",
+                    (now,),
+                )
                 return conn.execute(
                     "DELETE FROM ctl_jobs WHERE queue = ? AND state = ? AND updated_at <= ?",
                     (queue, state.value, older_than_ms),

@@ -33,6 +33,7 @@ MIGRATIONS = [
         queue TEXT NOT NULL, bucket INTEGER NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (queue, bucket)
     ) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS ctl_events (id TEXT PRIMARY KEY, data TEXT NOT NULL, expires_at INTEGER NOT NULL);
+    CREATE INDEX IF NOT EXISTS ctl_events_expiry ON ctl_events (expires_at);
     CREATE TABLE IF NOT EXISTS ctl_workers (name TEXT PRIMARY KEY, last_seen INTEGER NOT NULL) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS ctl_subscriptions (name TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS ctl_locks (

@@ -66,7 +66,9 @@ class SQLiteControlStore(SQLiteLedger):
     def stats(self, local_queues: Sequence[str]) -> Stats:
         at = now_ms()
         conn = self.store.connection()
-        conn.execute("BEGIN")  # one read snapshot for every count (a reader never waits in WAL mode)
+        own = not conn.in_transaction
+        if own:
+            conn.execute("BEGIN")  # one read snapshot for every count (a reader never waits in WAL mode)
         try:
             names = {row[0] for row in conn.execute("SELECT queue FROM queues")} | set(local_queues)
             counts: dict[str, dict[str, int]] = {q: {} for q in names}
@@ -104,7 +106,8 @@ class SQLiteControlStore(SQLiteLedger):
             for topic, name, n in conn.execute("SELECT topic, name, n FROM ctl_topic_stats"):
                 topics.setdefault(topic, {})[name] = int(n)
         finally:
-            conn.execute("COMMIT")
+            if own:
+                conn.execute("COMMIT")
         queues = [
             QueueStats(
                 queue=q,

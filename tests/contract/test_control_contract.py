@@ -6,6 +6,7 @@ The same tests run on ``redis`` and ``sqlite`` (the contract fixture); the memor
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -14,6 +15,8 @@ from eventbus.control import ControlPlane, DeadLetterFilter, HealthStatus, JobSt
 from eventbus.delivery import EVENTS_QUEUE, FANOUT_ACTOR, build_message, delivery_id
 from eventbus.errors import InvalidJobState, JobNotFound, QueueNotFound
 from eventbus.ledger import transition
+from eventbus.middleware.ledger import Ledger
+from eventbus.middleware.upkeep import Upkeep
 from tests.apps import contract_control as app
 from tests.conftest import wait_for
 
@@ -243,3 +246,22 @@ def test_scheduled_events_count_as_delayed_until_they_are_due(contract_bus, cp):
     # Then stats count them as delayed, apart from the one waiting
     stats = cp.stats().queue(EVENTS_QUEUE)
     assert (stats.delayed, stats.waiting) == (3, 1)
+
+
+def test_workers_enforce_retention_on_a_schedule(contract_bus, cp):
+    # Given a worker whose dead letters live 1 s and that keeps 3 completed records per queue
+    settings = replace(contract_bus.settings, dead_letter_ttl_s=1, housekeeping_interval_s=0.5, keep_completed=3)
+    for middleware in contract_bus.broker.middleware:
+        if isinstance(middleware, (Ledger, Upkeep)):
+            middleware.settings = settings
+    cp = ControlPlane(contract_bus.broker, settings)
+    contract_bus.start()
+    events = publish_many([("cc.happened", {"n": i}) for i in range(4)])
+    # When the deliveries to cc_broken die and nothing else happens
+    wait_for(lambda: sum(t.failed for t in cp.stats().topics) >= 4, 60)
+    # Then the worker purges their dead letters within a few seconds; the records stay as failed
+    wait_for(lambda: cp.stats().queue("cc_dead").dead == 0, 10)
+    assert cp.get_job(delivery_id(events[0].id, "cc_broken")).state == JobState.FAILED
+    # And only the newest 3 completed records of cc_ok are kept
+    wait_for(lambda: cp.stats().queue("cc_ok").completed == 3, 10)
+    assert len(cp.list_jobs("cc_ok", "completed").items) == 3
