@@ -12,6 +12,7 @@ Ack and nack drop the mark in their own transaction.
 
 from __future__ import annotations
 
+import random
 import sqlite3
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -34,6 +35,7 @@ MIGRATIONS = [
 ]
 
 FORGET = "DELETE FROM message_runs WHERE row_id = ?"
+_PURGE = "DELETE FROM message_runs WHERE row_id NOT IN (SELECT id FROM messages)"
 
 
 class SQLiteRecovery:
@@ -45,11 +47,14 @@ class SQLiteRecovery:
 
     def mark_started(self, row_id: int) -> None:
         """Called when a worker thread begins running the message of ``row_id``."""
-        self.store.execute(
-            "INSERT INTO message_runs (row_id, started_at) VALUES (?, ?) "
-            "ON CONFLICT(row_id) DO UPDATE SET started_at = excluded.started_at",
-            (row_id, current_millis()),
-        )
+        with self.store.transaction() as conn:
+            conn.execute(
+                "INSERT INTO message_runs (row_id, started_at) VALUES (?, ?) "
+                "ON CONFLICT(row_id) DO UPDATE SET started_at = excluded.started_at",
+                (row_id, current_millis()),
+            )
+            if random.random() < 0.01:  # marks of rows removed without an ack (flush, cancel, clean-up)
+                conn.execute(_PURGE)
 
     def count_lost(self, conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, int]:
         """Inside the fetch transaction: count a lost delivery for each of ``ids`` still marked started.

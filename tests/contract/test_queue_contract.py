@@ -10,6 +10,7 @@ import pytest
 
 from eventbus import cancel, publish_event, publish_many, scheduled
 from eventbus.delivery import EVENTS_QUEUE
+from eventbus.errors import ConfigError
 from tests.apps import contract as app
 from tests.conftest import wait_for
 
@@ -93,3 +94,11 @@ def test_a_concurrency_cap_holds_with_more_threads_than_slots(contract_bus):
     assert app.RUNNING["max"] == 2
     assert sorted(c.event_id for c in app.calls_of("c_capped")) == sorted(e.id for e in events)
     assert contract_bus.dead_letters("c_capped") == []
+
+
+@pytest.mark.kinds("memory")
+def test_the_memory_broker_says_how_to_get_a_listable_schedule(contract_bus):
+    with pytest.raises(ConfigError, match="use a sqlite:/// or redis:// broker"):
+        scheduled()
+    with pytest.raises(ConfigError, match="use a sqlite:/// or redis:// broker"):
+        cancel("anything")
