@@ -14,6 +14,7 @@ from typing import Any
 import dramatiq
 import pytest
 
+from eventbus import cron
 from eventbus.app import declare_queues
 from eventbus.broker import make_broker, set_broker
 from eventbus.delivery import install_actors
@@ -93,9 +94,23 @@ def contract_bus(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Con
     app.RUNNING.update(now=0, max=0)
     app.RETRIES.clear()
     bus = ContractBus(kind, broker, settings)
+    # Schedules other test modules registered at import would tick in this bus's worker: park them.
+    parked = cron.all_schedules()
+    for found in parked:
+        cron.remove_schedule(found.name)
     yield bus
     for worker in bus.workers:
         worker.stop()
+    for found in parked:
+        cron.add_schedule(
+            found.name,
+            topic=found.topic,
+            cron=found.cron,
+            every_s=found.every_s,
+            payload=found.payload,
+            tz=found.tz,
+            priority=found.priority,
+        )
     broker.close()
     set_broker(None)
     set_settings(None)
