@@ -111,7 +111,7 @@ def test_the_same_event_id_twice_publishes_once(bus, redis_client, namespace):
 
 
 def test_acks_and_start_marks_are_all_written_while_the_worker_idles(bus, start_worker, redis_client, namespace):
-    # Given a worker whose acks and start marks are group-committed (eventbus.brokers.redis_writes)
+    # Given a worker whose acks and start marks are group-committed (eventbus.brokers.group_commit)
     worker = start_worker(APP)
     publish_many([("test.happened", {"n": i}) for i in range(300)])
     wait_for(lambda: sum(calls(redis_client, namespace).values()) >= 900, 120, worker)

@@ -24,12 +24,12 @@ from redis.retry import Retry
 
 from eventbus.brokers import Message, list_suffix, malformed
 from eventbus.brokers.doorbell import Doorbell
+from eventbus.brokers.group_commit import AckKey, GroupWriter
 from eventbus.brokers.hooks import HookCache
 from eventbus.brokers.redis_limits import RedisLimits
 from eventbus.brokers.redis_reconnect import REDIS_ERRORS, InHand
 from eventbus.brokers.redis_recovery import RedisRecovery, patch_dispatch_for_recovery
 from eventbus.brokers.redis_schedule import RedisSchedule
-from eventbus.brokers.redis_writes import GroupWriter
 from eventbus.settings import get_settings
 
 _FETCH_START = 'elseif command == "fetch" then'
@@ -143,7 +143,7 @@ class RedisBroker(HookCache, _DramatiqRedisBroker):
         self.schedule = RedisSchedule(self)
         self.recovery = RedisRecovery(self)
         self.limits = RedisLimits(self)
-        self.writes = GroupWriter(self)
+        self.writes = GroupWriter(self._send_writes)
 
     @property
     def consumer_class(self) -> type[_RedisConsumer]:
@@ -176,6 +176,23 @@ class RedisBroker(HookCache, _DramatiqRedisBroker):
             )
 
         return ack
+
+    def _send_writes(self, marks: list[Any], acks: list[AckKey]) -> None:
+        """One pipeline of start marks and acks (see :mod:`eventbus.brokers.group_commit`)."""
+        for attempt in (1, 2):
+            try:
+                with self.client.pipeline(transaction=False) as pipe:
+                    if marks:
+                        pipe.sadd(self.recovery.started, *marks)
+                    ack = self.ack_on(pipe)
+                    for queue_name, redis_id in acks:
+                        ack(queue_name, redis_id)
+                    pipe.execute()
+                return
+            except redis.exceptions.NoScriptError:  # Redis restarted and forgot the dispatch script
+                if attempt == 2:
+                    raise
+                self.reload_scripts()  # SADD and ack are idempotent: sending the batch again is safe
 
     def reload_scripts(self) -> None:
         """Load the dispatch script again (a restarted Redis forgot it)."""
@@ -324,7 +341,7 @@ class _Consumer(_RedisConsumer):
         return None
 
     def ack(self, message: dramatiq.MessageProxy) -> None:
-        """Group-committed with job starts (see :mod:`eventbus.brokers.redis_writes`)."""
+        """Group-committed with job starts (see :mod:`eventbus.brokers.group_commit`)."""
         self.broker.writes.ack(self.queue_name, message.options["redis_message_id"], self.in_hand.discard_ids)
         self.queued_message_ids.discard(message.message_id)
         self._refill()

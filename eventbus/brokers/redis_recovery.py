@@ -192,7 +192,7 @@ class RedisRecovery:
     def mark_started(self, redis_message_id: str) -> None:
         """Note that this worker started a message, before it runs (ack/nack clear it in their script).
 
-        Group-committed with other threads' marks and acks (see :mod:`eventbus.brokers.redis_writes`).
+        Group-committed with other threads' marks and acks (see :mod:`eventbus.brokers.group_commit`).
         """
         self.broker.writes.mark_started(redis_message_id)
 

@@ -1,11 +1,12 @@
-"""Group commit for a worker's per-job writes: start marks and acks share round trips to Redis.
+"""Group commit for a worker's per-job writes: start marks and acks share round trips to the broker.
 
-Dramatiq pays a round trip per ack, and crash recovery (``redis_recovery``) adds one per job
-start. Here both go into one per-process buffer:
+Dramatiq pays a round trip per ack (a transaction per ack on SQLite), and crash recovery adds a
+write per job start. Here both go into one per-process buffer, written by the broker's ``send``
+(Redis: one pipeline; SQLite: one transaction):
 
-- ``mark_started`` must be in Redis before the job runs (a job that kills its worker must have
+- ``mark_started`` must be stored before the job runs (a job that kills its worker must have
   been counted), so the calling thread waits, but for a flush that carries every other thread's
-  pending marks and acks with it: one pipeline instead of one call each.
+  pending marks and acks with it: one write instead of one each.
 - ``ack`` returns at once; its write rides with the next flush: the next job start of any thread,
   or the flusher thread ``ack_delay_s`` later when the worker is idle.
 
@@ -13,7 +14,7 @@ An acked message stays in its consumer's ``InHand`` record until its ack is writ
 ``on_acked``), so a reconciliation never requeues a job that ran. A failed flush keeps everything
 pending for the next one. A ``kill -9`` loses the acks not yet written, at most ``ack_delay_s`` of
 them: those jobs run again (at least once), as with any ack that did not reach the broker. So do
-the jobs whose acks are still pending when a worker stops while Redis is unreachable (Dramatiq would
+the jobs whose acks are still pending when a worker stops while the broker is unreachable (Dramatiq would
 block the stop until Redis came back; here the stop completes and logs how many will run again).
 """
 
@@ -23,29 +24,29 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any
 
-import redis
+logger = logging.getLogger("eventbus.broker")
 
-if TYPE_CHECKING:
-    from eventbus.brokers.redis import RedisBroker
-
-logger = logging.getLogger("eventbus.redis")
-
-Acked = Callable[[list[str]], None]
+Acked = Callable[[list[Any]], None]
+AckKey = tuple[str, Any]  # (queue name, the broker's id of the message)
+Send = Callable[[list[Any], list[AckKey]], None]
 
 
 class GroupWriter:
-    """The pending start marks and acks of one broker in this process."""
+    """The pending start marks and acks of one broker in this process.
 
-    def __init__(self, broker: RedisBroker, *, ack_delay_s: float = 0.002) -> None:
-        self.broker = broker
+    ``send(marks, acks)`` writes a batch atomically enough that sending it again is harmless.
+    """
+
+    def __init__(self, send: Send, *, ack_delay_s: float = 0.002) -> None:
+        self.send = send
         self.ack_delay_s = ack_delay_s
         self._guard = threading.Lock()
         self._flushing = threading.Lock()
-        self._marks: list[str] = []
-        self._acks: dict[tuple[str, str], Acked] = {}  # (queue, redis id) -> callback once written
-        self._appended = 0  # marks ever added, and written, in order
+        self._marks: list[Any] = []
+        self._acks: dict[AckKey, Acked] = {}  # (queue, message id) -> callback once written
+        self._appended = 0  # writes ever added, and written, in order (a flush takes all pending)
         self._written = 0
         self._failure: tuple[int, BaseException] | None = None  # (last ticket of the failed batch, error)
         self._wake = threading.Event()
@@ -54,17 +55,32 @@ class GroupWriter:
     def __len__(self) -> int:
         return len(self._marks) + len(self._acks)
 
-    def mark_started(self, redis_id: str) -> None:
-        """Record that this worker started ``redis_id``; returns once it is in Redis.
+    def mark_started(self, message_id: Any) -> None:
+        """Record that this worker started ``message_id``; returns once it is stored.
 
         Raises the flush's error, at once, if a flush that carried this mark failed while the thread
-        waited (a stalled Redis then costs each job start one timeout, not one per waiting thread).
+        waited (a stalled broker then costs each job start one timeout, not one per waiting thread).
         The mark stays pending and goes out with the next flush.
         """
+        self._add(lambda: self._marks.append(message_id), wait=True)
+
+    def ack(self, queue_name: str, message_id: Any, on_acked: Acked, *, wait: bool = False) -> None:
+        """Ack ``message_id``: within ``ack_delay_s``, or before returning with ``wait=True``.
+
+        ``on_acked([message_id])`` runs once the ack is written.
+        """
+        self._add(lambda: self._acks.__setitem__((queue_name, message_id), on_acked), wait=wait)
+
+    def _add(self, put: Callable[[], None], *, wait: bool) -> None:
         with self._guard:
-            self._marks.append(redis_id)
+            put()
             self._appended += 1
             ticket = self._appended
+        if not wait:
+            if self._thread is None or not self._thread.is_alive():
+                self._start()
+            self._wake.set()
+            return
         with self._flushing:
             if self._written >= ticket:
                 return
@@ -72,14 +88,6 @@ class GroupWriter:
             if failure is not None and failure[0] >= ticket:
                 raise failure[1]
             self._flush_locked()
-
-    def ack(self, queue_name: str, redis_id: str, on_acked: Acked) -> None:
-        """Ack ``redis_id`` within ``ack_delay_s``; ``on_acked([redis_id])`` runs once it is written."""
-        with self._guard:
-            self._acks[(queue_name, redis_id)] = on_acked
-        if self._thread is None or not self._thread.is_alive():
-            self._start()
-        self._wake.set()
 
     def flush(self) -> None:
         """Write everything pending now (a consumer closing, a worker stopping)."""
@@ -93,11 +101,7 @@ class GroupWriter:
         if not marks and not acks:
             return
         try:
-            try:
-                self._send(marks, acks)
-            except redis.exceptions.NoScriptError:  # Redis restarted and forgot the dispatch script
-                self.broker.reload_scripts()
-                self._send(marks, acks)  # SADD and ack are idempotent: sending the batch again is safe
+            self.send(marks, list(acks))
         except BaseException as exc:
             with self._guard:  # keep them, in order, for the next flush
                 self._marks[:0] = marks
@@ -106,20 +110,11 @@ class GroupWriter:
             self._wake.set()  # the flusher retries them even if no job starts
             raise
         self._written, self._failure = upto, None
-        by_callback: dict[Acked, list[str]] = {}
-        for (_, redis_id), on_acked in acks.items():
-            by_callback.setdefault(on_acked, []).append(redis_id)
+        by_callback: dict[Acked, list[Any]] = {}
+        for (_, message_id), on_acked in acks.items():
+            by_callback.setdefault(on_acked, []).append(message_id)
         for on_acked, ids in by_callback.items():
             on_acked(ids)
-
-    def _send(self, marks: list[str], acks: dict[tuple[str, str], Acked]) -> None:
-        with self.broker.client.pipeline(transaction=False) as pipe:
-            if marks:
-                pipe.sadd(self.broker.recovery.started, *marks)
-            ack = self.broker.ack_on(pipe)
-            for queue_name, redis_id in acks:
-                ack(queue_name, redis_id)
-            pipe.execute()
 
     def _start(self) -> None:
         with self._guard:
