@@ -37,7 +37,6 @@ from dramatiq.errors import QueueJoinTimeout
 
 from eventbus.brokers import Message
 from eventbus.brokers import sqlite_schema as schema
-from eventbus.brokers.group_commit import GroupWriter
 from eventbus.brokers.hooks import HookCache
 from eventbus.brokers.sqlite_limits import SQLiteLimits
 from eventbus.brokers.sqlite_recovery import SQLiteRecovery
@@ -86,7 +85,6 @@ class SQLiteBroker(HookCache, dramatiq.Broker):
         self.schedule = SQLiteSchedule(self)
         self.limits = SQLiteLimits(self)
         self.runs = SQLiteRecovery(self)
-        self.writes = GroupWriter(self.runs.send_writes)
 
     @classmethod
     def from_url(

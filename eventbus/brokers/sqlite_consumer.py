@@ -99,8 +99,11 @@ class SQLiteConsumer(dramatiq.Consumer):
 
     @_as_connection_error
     def ack(self, message: dramatiq.MessageProxy) -> None:
-        # Written with other threads' acks and job starts in one transaction (see group_commit).
-        self.broker.writes.ack(self.queue_name, _row(message), self.leases.discard, wait=True)
+        row_id = _row(message)
+        with self.store.transaction() as conn:
+            conn.execute("DELETE FROM messages WHERE id = ?", (row_id,))
+            conn.execute(recovery.FORGET, (row_id,))
+        self.leases.discard([row_id])
 
     @_as_connection_error
     def nack(self, message: dramatiq.MessageProxy) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 import sqlite3
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dramatiq.common import current_millis
 
@@ -42,33 +42,19 @@ class SQLiteRecovery:
     """Started marks and lost-delivery counts of one :class:`SQLiteBroker`'s messages."""
 
     def __init__(self, broker: SQLiteBroker) -> None:
-        self.broker = broker
         self.store = broker.store
         self.store.ensure_schema(COMPONENT, MIGRATIONS)
 
     def mark_started(self, row_id: int) -> None:
-        """Called when a worker thread begins running the message of ``row_id`` (returns once stored).
-
-        Group-committed with other threads' marks and acks (see :mod:`eventbus.brokers.group_commit`).
-        """
-        self.broker.writes.mark_started(row_id)
-
-    def send_writes(self, marks: list[Any], acks: list[tuple[str, Any]]) -> None:
-        """One transaction: start marks, then acks (the acked rows and their marks are deleted)."""
+        """Called when a worker thread begins running the message of ``row_id``."""
         with self.store.transaction() as conn:
-            if marks:
-                now = current_millis()
-                conn.executemany(
-                    "INSERT INTO message_runs (row_id, started_at) VALUES (?, ?) "
-                    "ON CONFLICT(row_id) DO UPDATE SET started_at = excluded.started_at",
-                    [(row_id, now) for row_id in marks],
-                )
-                if random.random() < 0.01:  # marks of rows removed without an ack (flush, cancel, clean-up)
-                    conn.execute(_PURGE)
-            if acks:
-                rows = [(row_id,) for _, row_id in acks]
-                conn.executemany("DELETE FROM messages WHERE id = ?", rows)
-                conn.executemany(FORGET, rows)
+            conn.execute(
+                "INSERT INTO message_runs (row_id, started_at) VALUES (?, ?) "
+                "ON CONFLICT(row_id) DO UPDATE SET started_at = excluded.started_at",
+                (row_id, current_millis()),
+            )
+            if random.random() < 0.01:  # marks of rows removed without an ack (flush, cancel, clean-up)
+                conn.execute(_PURGE)
 
     def count_lost(self, conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, int]:
         """Inside the fetch transaction: count a lost delivery for each of ``ids`` still marked started.
