@@ -28,6 +28,17 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
+def plain_sender(namespace: str) -> Any:
+    """The plain Dramatiq actor ``bench_apps`` runs, bound to a sending broker under ``namespace``."""
+    import dramatiq
+    from dramatiq.brokers.redis import RedisBroker
+
+    broker = RedisBroker(url=REDIS_URL, namespace=namespace)
+    return dramatiq.Actor(
+        lambda sent_at, payload: None, broker=broker, actor_name="plain_job", queue_name="bench", priority=0, options={}
+    )
+
+
 class Side:
     """One side of a comparison: a worker process tree plus a way to send one message."""
 
@@ -69,18 +80,7 @@ class Side:
 
     def _setup_sender(self) -> None:
         if self.mode == "plain":
-            import dramatiq
-            from dramatiq.brokers.redis import RedisBroker
-
-            broker = RedisBroker(url=REDIS_URL, namespace=self.namespace)
-            actor = dramatiq.Actor(
-                lambda sent_at, payload: None,
-                broker=broker,
-                actor_name="plain_job",
-                queue_name="bench",
-                priority=0,
-                options={},
-            )
+            actor = plain_sender(self.namespace)
             self.send = lambda sent_at: actor.send(sent_at, PAYLOAD)
             self.send_many = lambda n: [actor.send(0.0, PAYLOAD) for _ in range(n)]
         else:

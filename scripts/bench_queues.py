@@ -202,22 +202,11 @@ def bench_scheduled_rss(n: int = 10_000) -> dict[str, Any]:
 def bench_scheduled_rss_dramatiq(n: int = 10_000) -> dict[str, Any]:
     """Baseline: a plain Dramatiq worker's RSS before and after ``n`` messages are sent with a 1 h delay."""
     sys.path.insert(0, str(ROOT / "scripts"))
-    from bench_e2e import Side
+    from bench_e2e import Side, plain_sender
 
     side = Side("plain", f"ebbench-{uuid.uuid4().hex[:8]}")
     try:
-        import dramatiq
-        from dramatiq.brokers.redis import RedisBroker
-
-        broker = RedisBroker(url=REDIS_URL, namespace=side.namespace)
-        actor = dramatiq.Actor(
-            lambda sent_at, payload: None,
-            broker=broker,
-            actor_name="plain_job",
-            queue_name="bench",
-            priority=0,
-            options={},
-        )
+        actor = plain_sender(side.namespace)
         time.sleep(3)
         before_kb = rss_kb(side.proc.pid)
         for i in range(n):
