@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 
 import dramatiq
-from dramatiq.encoder import JSONEncoder
 
 from eventbus.brokers import BusBroker
+from eventbus.encoder import JSONEncoder
 from eventbus.errors import ConfigError
 from eventbus.middleware import default_middleware
 from eventbus.settings import Settings, get_settings

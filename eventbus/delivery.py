@@ -64,16 +64,27 @@ def delivery_message(event: dict[str, Any], sub: Subscription, priority: str | N
     )
 
 
+def plan_fanout(event: dict[str, Any], priority: str | None, settings: Settings) -> list[Message]:
+    """The deliveries of ``event``: one per matching subscription (none for a topic nobody follows)."""
+    return [delivery_message(event, sub, priority, settings) for sub in subscriptions_for(event["topic"])]
+
+
+def once_key(delivery: Message) -> str:
+    """The key that makes a delivery's enqueue happen once, however often its fan-out runs."""
+    return f"delivery:{delivery.message_id}"
+
+
 def fanout(event: dict[str, Any], priority: str | None = None) -> None:
-    """Enqueue one delivery per matching subscription; re-running it enqueues nothing new."""
+    """Enqueue one delivery per matching subscription; re-running it enqueues nothing new.
+
+    Brokers that fan out inside their events consumer (Redis, SQLite) never run this actor for
+    fresh events; the in-memory broker and hand-made fan-out messages do.
+    """
     settings = get_settings()
-    subs = subscriptions_for(event["topic"])
-    if not subs:
-        return
-    broker = cast(BusBroker, dramatiq.get_broker())
-    messages = [delivery_message(event, sub, priority, settings) for sub in subs]
-    keys = [f"delivery:{m.message_id}" for m in messages]
-    broker.enqueue_many(messages, once_keys=keys, once_ttl_s=settings.dedup_window_s)
+    messages = plan_fanout(event, priority, settings)
+    if messages:
+        broker = cast(BusBroker, dramatiq.get_broker())
+        broker.enqueue_many(messages, once_keys=[once_key(m) for m in messages], once_ttl_s=settings.dedup_window_s)
 
 
 def deliver(event: dict[str, Any], subscription: str) -> None:

@@ -9,7 +9,6 @@ so a late "waiting" from a slow publisher never overwrites "active" from a fast 
 from __future__ import annotations
 
 import enum
-import json
 import os
 import socket
 import time
@@ -18,6 +17,7 @@ from typing import Any
 
 import dramatiq
 
+from eventbus import encoder
 from eventbus.delivery import DELIVER_ACTOR, FANOUT_ACTOR
 
 
@@ -130,7 +130,7 @@ def transition(
     if kind == "fanout" and state is JobState.ACTIVE:
         event = message.kwargs.get("event") if isinstance(message.kwargs, dict) else None
         if isinstance(event, dict) and "id" in event:
-            op["ev"] = json.dumps(event, separators=(",", ":"))
+            op["ev"] = encoder.dumps(event).decode()
             op["eid"] = str(event["id"])
     return op
 

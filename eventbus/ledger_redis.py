@@ -19,6 +19,8 @@ from typing import Any
 
 import redis
 
+from eventbus import encoder
+from eventbus.brokers.redis_direct import Direct
 from eventbus.ledger import JobRecord, JobState
 from eventbus.settings import Settings
 
@@ -166,11 +168,18 @@ class Retention:
 class RedisLedger:
     """Reads and writes the ledger of one namespace."""
 
-    def __init__(self, client: redis.Redis, namespace: str, retention: Retention) -> None:  # type: ignore[type-arg]
+    def __init__(
+        self,
+        client: redis.Redis,  # type: ignore[type-arg]
+        namespace: str,
+        retention: Retention,
+        direct: Direct | None = None,
+    ) -> None:
         self.client = client
         self.namespace = namespace
         self.retention = retention
         self._apply = client.register_script(_APPLY)
+        self.direct = direct or Direct(client)
         self._trim = client.register_script(_TRIM)
 
     def key(self, *parts: str) -> str:
@@ -187,13 +196,8 @@ class RedisLedger:
         if not ops:
             return 0
         args = self.retention.args()
-        chunks = [json.dumps(ops[i : i + _CHUNK], separators=(",", ":")) for i in range(0, len(ops), _CHUNK)]
-        if len(chunks) == 1:
-            return int(self._apply(args=[self.namespace, chunks[0], *args]))
-        with self.client.pipeline(transaction=False) as pipe:
-            for chunk in chunks:
-                self._apply(args=[self.namespace, chunk, *args], client=pipe)
-            return sum(int(n) for n in pipe.execute())
+        chunks = [encoder.dumps(ops[i : i + _CHUNK]) for i in range(0, len(ops), _CHUNK)]
+        return sum(int(self.direct.evalsha(self._apply, self.namespace, chunk, *args)) for chunk in chunks)
 
     def get(self, job_ids: Iterable[str]) -> list[JobRecord | None]:
         """The records of ``job_ids`` (None where there is none), in one round trip."""

@@ -101,6 +101,29 @@ def test_running_the_fanout_of_one_event_twice_gives_one_delivery_per_subscripti
     }
 
 
+def test_an_event_message_no_fanout_can_read_is_dead_lettered_and_its_batch_goes_on(
+    bus, start_worker, redis_client, namespace
+):
+    # Given, in one batch, an event message without a topic, a good event and another actor's message
+    broken = build_message(EVENTS_QUEUE, FANOUT_ACTOR, {"event": {"id": "no-topic"}}, {}, "no-topic")
+    bus.enqueue(broken)
+    event = publish_event("test.happened", {"n": 1})
+    bus.enqueue(build_message(EVENTS_QUEUE, "test.on_events", {"n": 7}, {}, "plain-7"))
+    # When a worker fans the batch out
+    worker = start_worker(APP)
+    wait_for(lambda: sum(calls(redis_client, namespace).values()) >= 4, 30, worker)
+    # Then the good event reached its three subscribers and the plain actor ran, each once
+    seen = calls(redis_client, namespace)
+    assert seen == {f"first|{event.id}": 1, f"second|{event.id}": 1, f"third|{event.id}": 1, "on_events|7": 1}
+    # and the unreadable one is a dead letter of the events queue naming what is missing
+    import dramatiq
+
+    wait_for(lambda: redis_client.zcard(f"{namespace}:events.XQ") == 1, 10, worker)
+    dead = dramatiq.Message.decode(redis_client.hvals(f"{namespace}:events.XQ.msgs")[0])
+    assert dead.message_id == "no-topic" and "KeyError: 'topic'" in dead.options["error"]
+    assert redis_client.hlen(f"{namespace}:events.msgs") == 0
+
+
 def test_the_same_event_id_twice_publishes_once(bus, redis_client, namespace):
     first = publish_event("test.happened", {"n": 1}, event_id="order-17")
     second = publish_event("test.happened", {"n": 1}, event_id="order-17")

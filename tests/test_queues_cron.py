@@ -28,6 +28,7 @@ def test_a_schedule_ticking_every_second_publishes_once_per_tick_with_three_work
     start = time.time()
     time.sleep(10.5)
     # Then the ticks due in those 10 s were published 10 (+-1) times, never twice for one tick
+    # (each published tick event is one delivery to record_tick: a second event for a tick would count 2)
     ticks = {
         datetime.fromisoformat(k.decode()).timestamp(): int(v)
         for k, v in redis_client.hgetall(f"{namespace}:test:ticks").items()
@@ -35,8 +36,6 @@ def test_a_schedule_ticking_every_second_publishes_once_per_tick_with_three_work
     in_window = [t for t in ticks if start <= t < start + 10]
     assert 9 <= len(in_window) <= 11, sorted(in_window)
     assert set(ticks.values()) == {1}, ticks
-    events = {k.decode(): int(v) for k, v in redis_client.hgetall(f"{namespace}:test:tick_events").items()}
-    assert len(events) >= len(ticks) - 1 and set(events.values()) == {1}, events
     # and the control plane lists the schedules with their next run
     listed = {s.name: s for s in schedules()}
     assert listed["every-second"].every_s == 1 and listed["every-second"].last_run is not None

@@ -26,10 +26,12 @@ from eventbus.brokers import Message, list_suffix, malformed
 from eventbus.brokers.doorbell import Doorbell
 from eventbus.brokers.group_commit import AckKey, GroupWriter
 from eventbus.brokers.hooks import HookCache
+from eventbus.brokers.redis_direct import Direct
 from eventbus.brokers.redis_limits import RedisLimits
 from eventbus.brokers.redis_reconnect import REDIS_ERRORS, InHand
 from eventbus.brokers.redis_recovery import RedisRecovery, patch_dispatch_for_recovery
 from eventbus.brokers.redis_schedule import RedisSchedule
+from eventbus.delivery import EVENTS_QUEUE
 from eventbus.settings import get_settings
 
 _FETCH_START = 'elseif command == "fetch" then'
@@ -72,13 +74,17 @@ _FETCH = """elseif command == "fetch" then
 # stored one when a message is dead-lettered.
 _NACK = 'local message = ARGS[2] or redis.call("hget", queue_messages, message_id)'
 
+# ARGV: namespace, once-key ttl s, the queue of messages to ack ("" for none), broker id, the number of
+# ids to ack, those ids, then 5 values per message (queue, list, broker id, data, once-key or "").
+# The acks run last: a script that fails half-way has acked nothing (its deliveries are once-only).
 _ENQUEUE = """
 local ns = ARGV[1]
 local ttl = tonumber(ARGV[2])
+local n_acks = tonumber(ARGV[5])
 local flags = {}
 local rung = {}
 local n = 0
-for i = 3, #ARGV, 5 do
+for i = 6 + n_acks, #ARGV, 5 do
     local ok = true
     local once = ARGV[i + 4]
     if once ~= "" then
@@ -96,6 +102,14 @@ for i = 3, #ARGV, 5 do
         end
     else
         flags[n] = 0
+    end
+end
+if n_acks > 0 then
+    local acks = ns .. ":__acks__." .. ARGV[4] .. "." .. ARGV[3]
+    local msgs = ns .. ":" .. ARGV[3] .. ".msgs"
+    for i = 6, 5 + n_acks do
+        redis.call("srem", acks, ARGV[i])
+        redis.call("hdel", msgs, ARGV[i])
     end
 end
 return flags
@@ -136,6 +150,7 @@ class RedisBroker(HookCache, _DramatiqRedisBroker):
         dispatch = patch_dispatch_for_recovery(_patch_dispatch(_scripts["dispatch"].decode()))
         self.scripts["dispatch"] = self.client.register_script(dispatch)
         self._enqueue_script = self.client.register_script(_ENQUEUE)
+        self.direct = Direct(self.client)
         self.doorbell = Doorbell(self.client, namespace)
         self.url = url
         # Queue semantics (issue 4): delayed messages (delay=, at=, retry backoff) wait in a sorted set,
@@ -149,50 +164,60 @@ class RedisBroker(HookCache, _DramatiqRedisBroker):
     def consumer_class(self) -> type[_RedisConsumer]:
         return _Consumer
 
-    def ack_on(self, pipe: Any) -> Callable[[str, str], Any]:
-        """Dramatiq's ``do_ack``, queued on ``pipe`` instead of sent (for batched acks).
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> dramatiq.Consumer:
+        """The events queue gets a consumer that fans events out itself (see :mod:`eventbus.brokers.redis_fanout`)."""
+        if queue_name == EVENTS_QUEUE:
+            from eventbus.brokers.redis_fanout import FanoutConsumer
 
-        Queued as a bare EVALSHA: a ``Script`` on a pipeline costs an extra SCRIPT EXISTS round trip
-        per execute. After a Redis restart the pipeline fails with NOSCRIPT once; see
-        :meth:`reload_scripts`.
-        """
-        dispatch: Any = self.scripts["dispatch"]
-        sha, namespace = dispatch.sha, self.namespace
+            return FanoutConsumer(self, queue_name, prefetch, timeout)
+        return _Consumer(self, queue_name, prefetch, timeout)
 
-        def ack(queue_name: str, redis_id: str) -> Any:
-            return pipe.evalsha(
-                sha,
-                1,
-                namespace,
-                "ack",
-                current_millis(),
-                queue_name,
-                self.broker_id,
-                self.heartbeat_timeout,
-                self.dead_message_ttl,
-                self._should_do_maintenance("ack"),
-                self._max_unpack_size(),  # type: ignore[no-untyped-call]
-                redis_id,
-            )
+    def _dispatch(self, command: str) -> Callable[..., Any]:
+        """Dramatiq's dispatch script (fetch, ack, nack, requeue...), sent on a direct connection."""
+        dispatch = self.scripts["dispatch"]
 
-        return ack
+        def do_dispatch(queue_name: str, *args: Any) -> Any:
+            return self.direct.evalsha(dispatch, *self._dispatch_args(command, queue_name), *args, keys=1)
+
+        return do_dispatch
+
+    def _dispatch_args(self, command: str, queue_name: str) -> list[Any]:
+        return [
+            self.namespace,
+            command,
+            current_millis(),
+            queue_name,
+            self.broker_id,
+            self.heartbeat_timeout,
+            self.dead_message_ttl,
+            self._should_do_maintenance(command),
+            self._max_unpack_size(),  # type: ignore[no-untyped-call]
+        ]
 
     def _send_writes(self, marks: list[Any], acks: list[AckKey]) -> None:
-        """One pipeline of start marks and acks (see :mod:`eventbus.brokers.group_commit`)."""
+        """One round trip of start marks and acks (see :mod:`eventbus.brokers.group_commit`).
+
+        The acks go out as bare EVALSHA; after a Redis restart the batch fails with NOSCRIPT once, and
+        is sent again after :meth:`reload_scripts` (SADD and ack are idempotent).
+        """
+        dispatch: Any = self.scripts["dispatch"]
         for attempt in (1, 2):
+            sha = dispatch.sha
+            commands: list[tuple[Any, ...]] = [("SADD", self.recovery.started, *marks)] if marks else []
+            for queue_name, redis_id in acks:
+                commands.append(("EVALSHA", sha, 1, *self._dispatch_args("ack", queue_name), redis_id))
             try:
-                with self.client.pipeline(transaction=False) as pipe:
-                    if marks:
-                        pipe.sadd(self.recovery.started, *marks)
-                    ack = self.ack_on(pipe)
-                    for queue_name, redis_id in acks:
-                        ack(queue_name, redis_id)
-                    pipe.execute()
+                self.direct.pipeline(commands)
                 return
             except redis.exceptions.NoScriptError:  # Redis restarted and forgot the dispatch script
                 if attempt == 2:
                     raise
-                self.reload_scripts()  # SADD and ack are idempotent: sending the batch again is safe
+                self.reload_scripts()
+
+    def close(self) -> None:
+        """Close the connections of the hot paths (see :mod:`eventbus.brokers.redis_direct`)."""
+        self.direct.close()
+        super().close()
 
     def reload_scripts(self) -> None:
         """Load the dispatch script again (a restarted Redis forgot it)."""
@@ -222,8 +247,23 @@ class RedisBroker(HookCache, _DramatiqRedisBroker):
         keys = list(once_keys) if once_keys is not None else [None] * len(messages)
         if delay_ms is not None:
             return self.schedule.add(messages, delay_ms, keys, once_ttl_s)
+        return self.write(messages, keys, once_ttl_s)
+
+    def write(
+        self,
+        messages: Sequence[Message],
+        once_keys: Sequence[str | None],
+        once_ttl_s: int,
+        *,
+        ack: tuple[str, Sequence[str]] | None = None,
+    ) -> list[Message]:
+        """Enqueue ``messages`` (those whose once-key is fresh), then ack ``ack`` = (queue, broker ids).
+
+        The acks ride in the script call that writes the last messages, so a fan-out's deliveries and
+        the ack of its events are one round trip; nothing is acked unless every message was written.
+        """
         staged: list[tuple[Message, list[Any]]] = []
-        for message, key in zip(messages, keys):
+        for message, key in zip(messages, once_keys):
             # A fresh event is stored under its own id (see bus.py); any other message gets a new one,
             # never an earlier attempt's, whose ack would delete this copy.
             rid = message.options.get("redis_message_id")
@@ -237,20 +277,27 @@ class RedisBroker(HookCache, _DramatiqRedisBroker):
                 )
             )
         for message, _ in staged:
-            self.emit_before("enqueue", message, delay_ms)
+            self.emit_before("enqueue", message, None)
+        ack_queue, ack_ids = ack if ack is not None else ("", ())
+        head = [self.namespace, once_ttl_s]
+        chunks = [[arg for _, row in staged[i : i + _CHUNK] for arg in row] for i in range(0, len(staged), _CHUNK)]
         flags: list[int] = []
-        if len(staged) == 1:
-            flags = self._enqueue_script(args=[self.namespace, once_ttl_s, *staged[0][1]])
+        if len(chunks) <= 1:
+            args = chunks[0] if chunks else []
+            flags = self.direct.evalsha(
+                self._enqueue_script, *head, ack_queue, self.broker_id, len(ack_ids), *ack_ids, *args
+            )
         else:
             with self.client.pipeline(transaction=False) as pipe:
-                for i in range(0, len(staged), _CHUNK):
-                    args = [arg for _, row in staged[i : i + _CHUNK] for arg in row]
-                    self._enqueue_script(args=[self.namespace, once_ttl_s, *args], client=pipe)
-                for chunk in pipe.execute():
+                for args in chunks:
+                    self._enqueue_script(args=[*head, "", "", 0, *args], client=pipe)
+                for chunk in pipe.execute():  # raises if any chunk failed: then nothing is acked
                     flags.extend(chunk)
+            if ack_ids:
+                self._enqueue_script(args=[*head, ack_queue, self.broker_id, len(ack_ids), *ack_ids])
         out = [message for (message, _), flag in zip(staged, flags) if flag]
         for message in out:
-            self.emit_after("enqueue", message, delay_ms)
+            self.emit_after("enqueue", message, None)
         return out
 
 
@@ -278,15 +325,10 @@ class _Consumer(_RedisConsumer):
         try:
             while True:
                 if self.message_cache:
-                    data = self.message_cache.pop(0)
-                    if data is None:
-                        continue
-                    message = self._decode(data)
-                    if message is None:
-                        continue
-                    self.in_hand.add(message.options["redis_message_id"])
-                    self.queued_message_ids.add(message.message_id)
-                    return dramatiq.MessageProxy(message)
+                    proxy = self._take()
+                    if proxy is not None:
+                        return proxy
+                    continue
                 if self.in_hand.due():
                     self.in_hand.reconcile(
                         self.broker.client, self.acks_key, lambda ids: self.broker.do_requeue(self.queue_name, *ids)
@@ -311,6 +353,17 @@ class _Consumer(_RedisConsumer):
         except REDIS_ERRORS as e:
             self.in_hand.connection_lost()
             raise dramatiq.errors.ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
+
+    def _take(self) -> dramatiq.MessageProxy | None:
+        """The next fetched message for a worker thread (None: it was unusable and is dead-lettered)."""
+        data = self.message_cache.pop(0)
+        message = self._decode(data) if data is not None else None
+        return self._hand_out(message) if message is not None else None
+
+    def _hand_out(self, message: Message) -> dramatiq.MessageProxy:
+        self.in_hand.add(message.options["redis_message_id"])
+        self.queued_message_ids.add(message.message_id)
+        return dramatiq.MessageProxy(message)
 
     def _decode(self, data: bytes) -> Message | None:
         """The message in ``data``, or None after moving unusable bytes to the dead letters."""

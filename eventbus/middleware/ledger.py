@@ -48,7 +48,9 @@ def ledger_store(broker: dramatiq.Broker, settings: Settings) -> LedgerStore | N
     if hasattr(broker, "client") and hasattr(broker, "namespace"):
         from eventbus.ledger_redis import RedisLedger
 
-        return RedisLedger(broker.client, broker.namespace, Retention.from_settings(settings))
+        return RedisLedger(
+            broker.client, broker.namespace, Retention.from_settings(settings), getattr(broker, "direct", None)
+        )
     return None
 
 

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import dramatiq
-
 from eventbus import Event, add_schedule, schedule, subscribe
 from eventbus.broker import get_broker
-from eventbus.delivery import FANOUT_ACTOR
 
 add_schedule("every-second", topic="q.tick", every_s=1, payload={"source": "add_schedule"})
 
@@ -27,16 +24,3 @@ def client_and_ns() -> tuple[Any, str]:
 def record_tick(event: Event) -> None:
     client, ns = client_and_ns()
     client.hincrby(f"{ns}:test:ticks", event.headers["scheduled_for"], 1)
-
-
-class CountEventMessages(dramatiq.Middleware):
-    """Counts event messages of q.tick run by the fan-out, per tick: more than one means a tick was published twice."""
-
-    def after_process_message(self, broker: Any, message: Any, *, result: Any = None, exception: Any = None) -> None:
-        event = message.kwargs.get("event") or {}
-        if message.actor_name == FANOUT_ACTOR and event.get("topic") == "q.tick":
-            client, ns = client_and_ns()
-            client.hincrby(f"{ns}:test:tick_events", event["headers"]["scheduled_for"], 1)
-
-
-get_broker().add_middleware(CountEventMessages())

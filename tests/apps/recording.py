@@ -8,6 +8,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import dramatiq
+
 from eventbus import Event, declare_topic, subscribe
 from eventbus.broker import get_broker
 
@@ -55,3 +57,14 @@ def always_fails(event: Event) -> None:
 @subscribe("test.flaky", name="fine")
 def fine(event: Event) -> None:
     record("fine", event)
+
+
+def on_events_queue(n: int) -> None:
+    """A plain actor whose messages share the events queue: the fan-out consumer hands them to the worker."""
+    client, ns = client_and_ns()
+    client.hincrby(f"{ns}:test:calls", f"on_events|{n}", 1)
+
+
+dramatiq.Actor(
+    on_events_queue, broker=get_broker(), actor_name="test.on_events", queue_name="events", priority=0, options={}
+)

@@ -1,0 +1,117 @@
+"""Fan-out inside the Redis events consumer: a fetched batch of events becomes its deliveries in one script call.
+
+The consumer thread of the ``events`` queue does not hand events to worker threads. For each
+fetched batch it plans every delivery (:func:`eventbus.delivery.plan_fanout`) and makes one
+script call that enqueues them (once-only, by delivery id) and then acks the events. A crash
+before that call leaves the events in this worker's ack set, where recovery finds them; a crash
+after it is harmless, because running a fan-out again enqueues nothing new. So a fan-out costs no
+worker thread, no middleware pass, no start mark and no separate ack: one round trip per batch.
+
+An event that cannot be planned (a message no fan-out can read) is dead-lettered with the error.
+Other actors' messages on the events queue are handed to the worker as usual.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from typing import Any
+
+import dramatiq
+
+from eventbus import encoder
+from eventbus.brokers import Message
+from eventbus.brokers.redis import RedisBroker, _Consumer
+from eventbus.brokers.redis_reconnect import REDIS_ERRORS
+from eventbus.delivery import FANOUT_ACTOR, once_key, plan_fanout
+from eventbus.ledger import JobState, transition, worker_name
+from eventbus.middleware.ledger import ledger_writer
+from eventbus.settings import get_settings
+
+logger = logging.getLogger("eventbus.fanout")
+
+BATCH = 200  # events per fetch; their deliveries go out in one script call (or one pipeline above 500)
+
+
+class FanoutConsumer(_Consumer):
+    """The events queue's consumer: fans each fetched batch out itself, in one round trip."""
+
+    def __init__(self, broker: RedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
+        super().__init__(broker, queue_name, max(prefetch, BATCH), timeout)
+        self.settings = get_settings()
+        self.ledger = ledger_writer(broker)
+        self.worker = worker_name()
+
+    def _take(self) -> dramatiq.MessageProxy | None:
+        """Fan out every fetched event; returns the first message of another actor, if one was fetched."""
+        events: list[Message] = []
+        other: Message | None = None
+        while self.message_cache and other is None:
+            data = self.message_cache.pop(0)
+            message = self._decode(data) if data is not None else None
+            if message is None:
+                continue
+            if message.actor_name == FANOUT_ACTOR:
+                events.append(message)
+            else:
+                other = message
+        if events:
+            try:
+                self._fan_out(events)
+            except REDIS_ERRORS:
+                raise
+            except Exception as exc:  # a bug, not bad data: put the batch back through reconciliation
+                self.in_hand.connection_lost()
+                logger.exception("fan-out of %d event(s) failed; they will be fetched again", len(events))
+                raise dramatiq.errors.ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
+        return self._hand_out(other) if other is not None else None
+
+    def _fan_out(self, events: list[Message]) -> None:
+        deliveries: list[Message] = []
+        done: list[Message] = []
+        for event in events:
+            try:
+                kwargs = event.kwargs
+                deliveries += plan_fanout(kwargs["event"], kwargs.get("priority"), self.settings)
+            except Exception as exc:
+                self._dead_letter(event, exc)
+                continue
+            done.append(event)
+        if not done:
+            return
+        self.broker.write(
+            deliveries,
+            [once_key(d) for d in deliveries],
+            self.settings.dedup_window_s,
+            ack=(self.queue_name, [e.options["redis_message_id"] for e in done]),
+        )
+        if self.ledger is not None:
+            now = int(time.time() * 1000)
+            for event in done:
+                self.ledger.add(self._record(event, now))
+
+    def _record(self, message: Message, now_ms: int) -> dict[str, Any]:
+        """The fan-out's ledger write: completed, with the event kept for replay."""
+        attempt = int(message.options.get("retries", 0)) + 1
+        op = transition(message, JobState.COMPLETED, attempt, at_ms=now_ms, started_at_ms=now_ms, finished_at_ms=now_ms)
+        op["f"]["worker"] = self.worker
+        event = message.kwargs["event"]
+        op["ev"] = encoder.dumps(event).decode()
+        op["eid"] = str(event["id"])
+        return op
+
+    def _dead_letter(self, message: Message, exc: Exception) -> None:
+        error = f"{type(exc).__name__}: {exc}"
+        dead = message.copy(
+            options={
+                "dead_at": int(time.time() * 1000),
+                "error": error,
+                "error_type": type(exc).__name__,
+                "traceback": "".join(traceback.format_exception(exc, limit=30)),
+            }
+        )
+        self.broker.do_nack(self.queue_name, message.options["redis_message_id"], dead.encode())
+        logger.error(
+            "dead-lettered event message %s on %r: cannot fan it out (%s)", message.message_id, self.queue_name, error
+        )
