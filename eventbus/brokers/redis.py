@@ -315,6 +315,10 @@ class _Consumer(_RedisConsumer):
         self.bell = broker.doorbell.event(queue_name)
         self.full = False
         self.emptied = False
+        self.refilling = False
+        # Fetch again once this many slots are free: the worker threads never run dry, and a fetch
+        # still brings several messages per round trip.
+        self.batch = max(1, self.prefetch // 4)
         self.max_message_bytes = get_settings().max_message_bytes
         self.in_hand = InHand.of(broker.broker_id, queue_name)
         self.acks_key = broker.key(f"__acks__.{broker.broker_id}.{queue_name}")
@@ -337,7 +341,7 @@ class _Consumer(_RedisConsumer):
                     # Clear before fetching: a ring that lands after the fetch is not lost.
                     self.bell.clear()
                     free = self.prefetch - self.outstanding_message_count
-                    self.full = free <= 0
+                    self.full = free < self.batch
                     if not self.full:
                         self.message_cache = self.broker.do_fetch(self.queue_name, free)
                         # Fewer than asked for: the lists are empty now, so the next message rings.
@@ -346,9 +350,11 @@ class _Consumer(_RedisConsumer):
                         if self.message_cache:
                             continue
                 self.emptied = False
-                if self.bell.wait(self.timeout / 1000) and self.outstanding_message_count:
+                rung = self.bell.wait(self.timeout / 1000)
+                if rung and not self.refilling and self.outstanding_message_count:
                     # Work is in hand, so latency is not at stake: let rings coalesce into one fetch.
                     time.sleep(_COALESCE_S)
+                self.refilling = False
                 return None
         except REDIS_ERRORS as e:
             self.in_hand.connection_lost()
@@ -408,8 +414,10 @@ class _Consumer(_RedisConsumer):
             logger.warning("could not write %d pending ack(s) at close (%s); those jobs will run again", n, e)
 
     def _refill(self) -> None:
-        # A full consumer waits for half its prefetch to free up, then fetches a batch.
-        if self.full and self.outstanding_message_count <= self.prefetch // 2:
+        # A full consumer waits for a batch of slots to free up, then fetches at once (no coalescing:
+        # its worker threads are about to run out of work).
+        if self.full and self.prefetch - self.outstanding_message_count >= self.batch:
+            self.refilling = True
             self.bell.set()
 
     def nack(self, message: dramatiq.MessageProxy) -> None:
