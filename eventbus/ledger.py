@@ -135,6 +135,40 @@ def transition(
     return op
 
 
+def coalesce(ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fold each job's writes in one batch into one write, in sequence order, with their whole history.
+
+    A job enqueued, started and finished within one flush then costs one write instead of three.
+    Jobs with a control-plane write (``force``, ``existing``) in the batch are left as they are.
+    """
+    flagged = {op["id"] for op in ops if op.get("force") or op.get("existing")}
+    groups: dict[str, list[dict[str, Any]]] = {}
+    out: list[dict[str, Any] | str] = []
+    for op in ops:
+        job_id = op["id"]
+        if job_id in flagged:
+            out.append(op)
+        elif job_id in groups:
+            groups[job_id].append(op)
+        else:
+            groups[job_id] = [op]
+            out.append(job_id)
+    return [item if isinstance(item, dict) else _fold(groups[item]) for item in out]
+
+
+def _fold(writes: list[dict[str, Any]]) -> dict[str, Any]:
+    if len(writes) == 1:
+        return writes[0]
+    writes = sorted(writes, key=lambda op: int(op["seq"]))
+    op = dict(writes[-1])
+    op["f"] = {k: v for w in writes for k, v in w["f"].items()}
+    op["h"] = ",".join(f"{w['s']}@{w['t']}" for w in writes)
+    for w in writes:
+        if "ev" in w:
+            op["ev"], op["eid"] = w["ev"], w["eid"]
+    return op
+
+
 @dataclass(frozen=True)
 class HistoryEntry:
     """One transition of a job: the state it entered and when."""

@@ -26,13 +26,18 @@ from eventbus.settings import Settings
 
 BUCKET_MS = 5_000
 
+# ARGV: namespace, ops (JSON), keep completed, keep failed, max age ms (completed, failed, dead), event ttl ms.
+# Counters, the queues set and keep-N trimming are gathered per call, so a batch costs a few commands
+# per op (HMGET, HSET, ZREM, ZADD, PEXPIRE), not a dozen.
 _APPLY = """
 local ns = ARGV[1]
 local ops = cjson.decode(ARGV[2])
 local keep = {completed = tonumber(ARGV[3]), failed = tonumber(ARGV[4])}
 local age = {completed = tonumber(ARGV[5]), failed = tonumber(ARGV[6]), dead = tonumber(ARGV[7])}
+local terminal = {completed = true, failed = true, dead = true, cancelled = true}
 local event_ttl = tonumber(ARGV[8])
 local applied = 0
+local processed, stats, queues, trim = {}, {}, {}, {}
 for _, op in ipairs(ops) do
     if op.ev then
         redis.call("set", ns .. ":event:" .. op.eid, op.ev, "NX", "PX", event_ttl)
@@ -51,7 +56,7 @@ for _, op in ipairs(ops) do
     end
     if op.force and seq >= 0 or cur_seq == nil or seq >= cur_seq then
         applied = applied + 1
-        local entry = op.s .. "@" .. op.t
+        local entry = op.h or (op.s .. "@" .. op.t)
         local hist = cur[4]
         if hist then
             hist = hist .. "," .. entry
@@ -74,36 +79,46 @@ for _, op in ipairs(ops) do
         local zkey = ns .. ":jobs:" .. op.q .. ":" .. op.s
         redis.call("zadd", zkey, op.t, op.id)
         if cur[1] == false then
-            redis.call("sadd", ns .. ":queues", op.q)
+            queues[op.q] = true
             if op.kind == "fanout" then
-                redis.call("hincrby", ns .. ":topicstats", op.topic .. "|published", 1)
+                local name = op.topic .. "|published"
+                stats[name] = (stats[name] or 0) + 1
             end
         end
-        local changed = cur[2] ~= op.s
-        if op.s == "completed" or op.s == "dead" then
-            if changed then
-                local bucket = ns .. ":processed:" .. op.q .. ":" .. math.floor(tonumber(op.t) / 5000)
-                redis.call("incr", bucket)
-                redis.call("pexpire", bucket, 70000)
-                if op.kind == "delivery" then
-                    local name = op.s == "completed" and "|deliveries" or "|failed"
-                    redis.call("hincrby", ns .. ":topicstats", op.topic .. name, 1)
-                end
+        if (op.s == "completed" or op.s == "dead") and cur[2] ~= op.s then
+            local bucket = ns .. ":processed:" .. op.q .. ":" .. math.floor(tonumber(op.t) / 5000)
+            processed[bucket] = (processed[bucket] or 0) + 1
+            if op.kind == "delivery" then
+                local name = op.topic .. (op.s == "completed" and "|deliveries" or "|failed")
+                stats[name] = (stats[name] or 0) + 1
             end
         end
         if keep[op.s] then
             redis.call("pexpire", key, age[op.s])
-            local n = redis.call("zcard", zkey)
-            if n > keep[op.s] then
-                local old = redis.call("zpopmin", zkey, n - keep[op.s])
-                for i = 1, #old, 2 do
-                    redis.call("del", ns .. ":job:" .. old[i])
-                end
-            end
+            trim[zkey] = keep[op.s]
         elseif op.s == "dead" then
             redis.call("pexpire", key, age.dead)
-        else
+        elseif cur[2] and terminal[cur[2]] then
             redis.call("persist", key)
+        end
+    end
+end
+for bucket, n in pairs(processed) do
+    redis.call("incrby", bucket, n)
+    redis.call("pexpire", bucket, 70000)
+end
+for name, n in pairs(stats) do
+    redis.call("hincrby", ns .. ":topicstats", name, n)
+end
+for queue in pairs(queues) do
+    redis.call("sadd", ns .. ":queues", queue)
+end
+for zkey, n_keep in pairs(trim) do
+    local n = redis.call("zcard", zkey)
+    if n > n_keep then
+        local old = redis.call("zpopmin", zkey, n - n_keep)
+        for i = 1, #old, 2 do
+            redis.call("del", ns .. ":job:" .. old[i])
         end
     end
 end

@@ -76,7 +76,7 @@ class SQLiteLedger:
         elif not op.get("force") and seq < row[0]:
             return False
         store_seq = max(seq, row[0]) if op.get("force") and row is not None else seq
-        entry = f"{state}@{t}"
+        entry = op.get("h") or f"{state}@{t}"
         history = f"{row[3]},{entry}" if row is not None else entry
         if len(history) > _HISTORY_CHARS:
             cut = history.find(",", len(history) - _HISTORY_CHARS - 1)

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import dramatiq
 
 from eventbus.delivery import FANOUT_ACTOR
-from eventbus.ledger import JobState, canonical_queue, now_ms, transition, worker_name
+from eventbus.ledger import JobState, canonical_queue, coalesce, now_ms, transition, worker_name
 from eventbus.ledger_redis import Retention
 from eventbus.settings import Settings
 
@@ -100,7 +100,7 @@ class LedgerWriter:
             if not ops:
                 return 0
             try:
-                self.store.apply(ops)
+                self.store.apply(coalesce(ops))
             except Exception as exc:  # never let bookkeeping break the work; keep the writes for the next try
                 if len(self._ops) < 100_000:
                     self._ops.extendleft(reversed(ops))

@@ -1,0 +1,51 @@
+"""Ledger writes of one job within a flush become one write carrying their history."""
+
+from __future__ import annotations
+
+from eventbus.ledger import JobState, coalesce, sequence
+
+
+def write(job: str, state: JobState, t: int, attempt: int = 1, **fields: str) -> dict:
+    return {
+        "id": job,
+        "q": "default",
+        "s": state.value,
+        "seq": str(sequence(0, attempt, state)),
+        "t": str(t),
+        "kind": "delivery",
+        "topic": "t",
+        "f": {"id": job, **fields},
+    }
+
+
+def test_a_job_enqueued_started_and_finished_in_one_flush_is_one_write():
+    ops = [
+        write("a", JobState.WAITING, 1),
+        write("b", JobState.WAITING, 2),
+        write("a", JobState.ACTIVE, 3, started_at_ms="3"),
+        write("a", JobState.COMPLETED, 4, finished_at_ms="4"),
+    ]
+    folded = coalesce(ops)
+    assert [op["id"] for op in folded] == ["a", "b"]
+    a = folded[0]
+    assert a["s"] == "completed" and a["t"] == "4" and a["h"] == "waiting@1,active@3,completed@4"
+    assert a["f"] == {"id": "a", "started_at_ms": "3", "finished_at_ms": "4"}
+    assert folded[1] == ops[1]
+
+
+def test_writes_that_arrive_out_of_order_fold_in_sequence_order():
+    late_waiting = write("a", JobState.WAITING, 1)
+    folded = coalesce([write("a", JobState.ACTIVE, 3), late_waiting])
+    assert folded[0]["s"] == "active" and folded[0]["h"] == "waiting@1,active@3"
+
+
+def test_control_plane_writes_are_never_folded():
+    forced = {**write("a", JobState.FAILED, 9), "force": True, "existing": True}
+    ops = [write("a", JobState.DEAD, 5), forced]
+    assert coalesce(ops) == ops
+
+
+def test_the_event_kept_for_replay_survives_folding():
+    active = {**write("e", JobState.ACTIVE, 1), "kind": "fanout", "ev": '{"id":"e"}', "eid": "e"}
+    folded = coalesce([active, write("e", JobState.COMPLETED, 2)])
+    assert folded[0]["ev"] == '{"id":"e"}' and folded[0]["eid"] == "e" and folded[0]["s"] == "completed"
