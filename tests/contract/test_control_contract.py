@@ -262,7 +262,8 @@ def test_workers_enforce_retention_on_a_schedule(contract_bus, cp):
     wait_for(lambda: sum(t.failed for t in cp.stats().topics) >= 4, 60)
     # Then the worker purges their dead letters within a few seconds; the records stay as failed
     wait_for(lambda: cp.stats().queue("cc_dead").dead == 0, 10)
-    assert cp.get_job(delivery_id(events[0].id, "cc_broken")).state == JobState.FAILED
+    # (the purge takes the dead letters, then marks their records failed: wait for the second step)
+    wait_for(lambda: cp.get_job(delivery_id(events[0].id, "cc_broken")).state == JobState.FAILED, 5)
     # And only the newest 3 completed records of cc_ok are kept
     wait_for(lambda: cp.stats().queue("cc_ok").completed == 3, 10)
     assert len(cp.list_jobs("cc_ok", "completed").items) == 3
