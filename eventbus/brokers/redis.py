@@ -7,11 +7,12 @@ the highest non-empty list first, so priority holds in the broker, not only in a
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import dramatiq
@@ -75,41 +76,67 @@ _FETCH = """elseif command == "fetch" then
 _NACK = 'local message = ARGS[2] or redis.call("hget", queue_messages, message_id)'
 
 # ARGV: namespace, once-key ttl s, the queue of messages to ack ("" for none), broker id, the number of
-# ids to ack, those ids, then 5 values per message (queue, list, broker id, data, once-key or "").
-# The acks run last: a script that fails half-way has acked nothing (its deliveries are once-only).
+# ids to ack, those ids, the number of queues this worker takes messages of, (queue, how many) pairs,
+# then 5 values per message (queue, list, broker id, data, once-key or "").
+# A message of a queue this worker takes goes straight into its ack set (flag 2) instead of its list,
+# but only while the queue is not paused and none of its priority lists holds anything: the worker
+# that fanned an event out runs its deliveries without a ring and a fetch, and no waiting message of
+# any priority is overtaken. The acks run last: a script that fails half-way has acked nothing (its
+# deliveries are once-only).
 _ENQUEUE = """
 local ns = ARGV[1]
 local ttl = tonumber(ARGV[2])
+local worker = ARGV[4]
 local n_acks = tonumber(ARGV[5])
+local i = 6 + n_acks
+local budget = {}
+for _ = 1, tonumber(ARGV[i]) do
+    budget[ARGV[i + 1]] = tonumber(ARGV[i + 2])
+    i = i + 2
+end
+local function idle(queue)
+    local base = ns .. ":" .. queue
+    return redis.call("sismember", ns .. ":__paused__", queue) == 0 and redis.call("llen", base) == 0
+        and redis.call("llen", base .. ".p0") == 0 and redis.call("llen", base .. ".p1") == 0
+        and redis.call("llen", base .. ".p3") == 0
+end
 local flags = {}
 local rung = {}
 local n = 0
-for i = 6 + n_acks, #ARGV, 5 do
+for j = i + 1, #ARGV, 5 do
     local ok = true
-    local once = ARGV[i + 4]
+    local once = ARGV[j + 4]
     if once ~= "" then
         ok = redis.call("set", ns .. ":once:" .. once, "1", "NX", "EX", ttl)
     end
     n = n + 1
+    flags[n] = 0
     if ok then
-        redis.call("hset", ns .. ":" .. ARGV[i] .. ".msgs", ARGV[i + 2], ARGV[i + 3])
-        local waiting = redis.call("rpush", ns .. ":" .. ARGV[i + 1], ARGV[i + 2])
-        flags[n] = 1
-        -- Ring only when the list was empty: a backlog means its consumers are busy fetching anyway.
-        if waiting == 1 and not rung[ARGV[i]] then
-            rung[ARGV[i]] = true
-            redis.call("publish", ns .. ":__bell__", ARGV[i])
+        local queue = ARGV[j]
+        redis.call("hset", ns .. ":" .. queue .. ".msgs", ARGV[j + 2], ARGV[j + 3])
+        if budget[queue] and budget[queue] > 0 and idle(queue) then
+            budget[queue] = budget[queue] - 1
+            redis.call("sadd", ns .. ":__acks__." .. worker .. "." .. queue, ARGV[j + 2])
+            redis.call("sadd", ns .. ":__ackq__." .. worker, queue)
+            flags[n] = 2
+        else
+            budget[queue] = 0  -- keep order: nothing after a queued message is taken
+            local waiting = redis.call("rpush", ns .. ":" .. ARGV[j + 1], ARGV[j + 2])
+            flags[n] = 1
+            -- Ring only when the list was empty: a backlog means its consumers are busy fetching anyway.
+            if waiting == 1 and not rung[queue] then
+                rung[queue] = true
+                redis.call("publish", ns .. ":__bell__", queue)
+            end
         end
-    else
-        flags[n] = 0
     end
 end
 if n_acks > 0 then
-    local acks = ns .. ":__acks__." .. ARGV[4] .. "." .. ARGV[3]
+    local acks = ns .. ":__acks__." .. worker .. "." .. ARGV[3]
     local msgs = ns .. ":" .. ARGV[3] .. ".msgs"
-    for i = 6, 5 + n_acks do
-        redis.call("srem", acks, ARGV[i])
-        redis.call("hdel", msgs, ARGV[i])
+    for j = 6, 5 + n_acks do
+        redis.call("srem", acks, ARGV[j])
+        redis.call("hdel", msgs, ARGV[j])
     end
 end
 return flags
@@ -119,6 +146,9 @@ logger = logging.getLogger("eventbus.redis")
 
 _CHUNK = 500
 _COALESCE_S = 0.002
+# An idle consumer wakes every worker_timeout (to notice a stop) but fetches without a ring only this
+# often: the doorbell brings new work, and this poll only covers a ring lost to a reconnection.
+_IDLE_POLL_S = 2.0
 
 
 def _patch_dispatch(source: str) -> str:
@@ -159,6 +189,9 @@ class RedisBroker(HookCache, _DramatiqRedisBroker):
         self.recovery = RedisRecovery(self)
         self.limits = RedisLimits(self)
         self.writes = GroupWriter(self._send_writes)
+        # Messages a fan-out took into this process's hands, per queue, for its consumer (see write()).
+        self.handed: dict[str, collections.deque[Message]] = {}
+        self.consumers: dict[str, _Consumer] = {}
 
     @property
     def consumer_class(self) -> type[_RedisConsumer]:
@@ -247,7 +280,7 @@ class RedisBroker(HookCache, _DramatiqRedisBroker):
         keys = list(once_keys) if once_keys is not None else [None] * len(messages)
         if delay_ms is not None:
             return self.schedule.add(messages, delay_ms, keys, once_ttl_s)
-        return self.write(messages, keys, once_ttl_s)
+        return self.write(messages, keys, once_ttl_s)[0]
 
     def write(
         self,
@@ -256,11 +289,15 @@ class RedisBroker(HookCache, _DramatiqRedisBroker):
         once_ttl_s: int,
         *,
         ack: tuple[str, Sequence[str]] | None = None,
-    ) -> list[Message]:
+        take: Mapping[str, int] | None = None,
+    ) -> tuple[list[Message], list[Message]]:
         """Enqueue ``messages`` (those whose once-key is fresh), then ack ``ack`` = (queue, broker ids).
 
         The acks ride in the script call that writes the last messages, so a fan-out's deliveries and
         the ack of its events are one round trip; nothing is acked unless every message was written.
+        ``take`` maps queues this process consumes to how many messages each can start now: messages
+        of an idle one are taken into this process's hands (see ``_ENQUEUE``) and returned second, for
+        the caller to give to the local consumer. Returns (queued, taken).
         """
         staged: list[tuple[Message, list[Any]]] = []
         for message, key in zip(messages, once_keys):
@@ -283,22 +320,43 @@ class RedisBroker(HookCache, _DramatiqRedisBroker):
         chunks = [[arg for _, row in staged[i : i + _CHUNK] for arg in row] for i in range(0, len(staged), _CHUNK)]
         flags: list[int] = []
         if len(chunks) <= 1:
-            args = chunks[0] if chunks else []
-            flags = self.direct.evalsha(
-                self._enqueue_script, *head, ack_queue, self.broker_id, len(ack_ids), *ack_ids, *args
-            )
+            take = {q: n for q, n in (take or {}).items() if n > 0}
+            # In hand before the script runs: a reconciliation never requeues a message being taken.
+            candidates = [(m.queue_name, m.options["redis_message_id"]) for m, _ in staged if m.queue_name in take]
+            for queue, rid in candidates:
+                InHand.of(self.broker_id, queue).add(rid)
+            budget = [x for pair in take.items() for x in pair]
+            try:
+                flags = self.direct.evalsha(
+                    self._enqueue_script,
+                    *head,
+                    ack_queue,
+                    self.broker_id,
+                    len(ack_ids),
+                    *ack_ids,
+                    len(take),
+                    *budget,
+                    *(chunks[0] if chunks else ()),
+                )
+            finally:
+                taken_ids = {m.options["redis_message_id"] for (m, _), f in zip(staged, flags) if f == 2}
+                for queue, rid in candidates:
+                    if rid not in taken_ids:
+                        InHand.of(self.broker_id, queue).discard(rid)
         else:
             with self.client.pipeline(transaction=False) as pipe:
                 for args in chunks:
-                    self._enqueue_script(args=[*head, "", "", 0, *args], client=pipe)
+                    self._enqueue_script(args=[*head, "", self.broker_id, 0, 0, *args], client=pipe)
                 for chunk in pipe.execute():  # raises if any chunk failed: then nothing is acked
                     flags.extend(chunk)
             if ack_ids:
-                self._enqueue_script(args=[*head, ack_queue, self.broker_id, len(ack_ids), *ack_ids])
-        out = [message for (message, _), flag in zip(staged, flags) if flag]
-        for message in out:
-            self.emit_after("enqueue", message, None)
-        return out
+                self._enqueue_script(args=[*head, ack_queue, self.broker_id, len(ack_ids), *ack_ids, 0])
+        for (message, _), flag in zip(staged, flags):
+            if flag:
+                self.emit_after("enqueue", message, None)
+        queued = [message for (message, _), flag in zip(staged, flags) if flag == 1]
+        taken = [message for (message, _), flag in zip(staged, flags) if flag == 2]
+        return queued, taken
 
 
 class _Consumer(_RedisConsumer):
@@ -312,7 +370,9 @@ class _Consumer(_RedisConsumer):
 
     def __init__(self, broker: RedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
         super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
-        self.bell = broker.doorbell.event(queue_name)
+        self.bell = broker.doorbell.bell(queue_name)
+        self.seen_rings = -1
+        self.poll_at = 0.0
         self.full = False
         self.emptied = False
         self.refilling = False
@@ -324,10 +384,28 @@ class _Consumer(_RedisConsumer):
         self.acks_key = broker.key(f"__acks__.{broker.broker_id}.{queue_name}")
         if queue_name.endswith(".DQ"):
             self.in_hand.clear()  # Dramatiq drops a .DQ consumer's delayed messages when it restarts
+        else:
+            broker.consumers[queue_name] = self
+        self.handed = broker.handed.setdefault(queue_name, collections.deque())
+
+    @property
+    def outstanding_message_count(self) -> int:
+        return len(self.queued_message_ids) + len(self.message_cache) + len(self.handed)
+
+    def room(self) -> int:
+        """How many more messages this consumer could hand to the worker now."""
+        return int(self.prefetch) - self.outstanding_message_count
+
+    def wake(self) -> None:
+        """Messages were handed over: hand them out at once (no coalescing wait, no fetch)."""
+        self.refilling = True
+        self.bell.event.set()
 
     def __next__(self) -> dramatiq.MessageProxy | None:
         try:
             while True:
+                if self.handed:
+                    return self._hand_out(self.handed.popleft())
                 if self.message_cache:
                     proxy = self._take()
                     if proxy is not None:
@@ -337,9 +415,11 @@ class _Consumer(_RedisConsumer):
                     self.in_hand.reconcile(
                         self.broker.client, self.acks_key, lambda ids: self.broker.do_requeue(self.queue_name, *ids)
                     )
-                if not self.emptied:
+                if not self.emptied or self.bell.rings != self.seen_rings:
                     # Clear before fetching: a ring that lands after the fetch is not lost.
-                    self.bell.clear()
+                    self.bell.event.clear()
+                    self.seen_rings = self.bell.rings
+                    self.poll_at = time.monotonic() + _IDLE_POLL_S
                     free = self.prefetch - self.outstanding_message_count
                     self.full = free < self.batch
                     if not self.full:
@@ -349,11 +429,14 @@ class _Consumer(_RedisConsumer):
                         self.emptied = len(self.message_cache) < free
                         if self.message_cache:
                             continue
-                self.emptied = False
-                rung = self.bell.wait(self.timeout / 1000)
-                if rung and not self.refilling and self.outstanding_message_count:
-                    # Work is in hand, so latency is not at stake: let rings coalesce into one fetch.
-                    time.sleep(_COALESCE_S)
+                if not self.bell.event.wait(self.timeout / 1000):
+                    if time.monotonic() >= self.poll_at:
+                        self.emptied = False  # no ring for a while: look once anyway
+                else:
+                    self.bell.event.clear()  # taken; a ring after this still shows in ``rings``
+                    if self.bell.rings != self.seen_rings and not self.refilling and self.outstanding_message_count:
+                        # Work is in hand, so latency is not at stake: let rings coalesce into one fetch.
+                        time.sleep(_COALESCE_S)
                 self.refilling = False
                 return None
         except REDIS_ERRORS as e:
@@ -406,7 +489,13 @@ class _Consumer(_RedisConsumer):
         self._refill()
 
     def close(self) -> None:
-        """Write the acks still pending (a stopping worker leaves nothing to run twice)."""
+        """Give back messages handed over but not handed out; write the acks still pending."""
+        left = [self.handed.popleft().options["redis_message_id"] for _ in range(len(self.handed))]
+        if left:
+            try:
+                self._requeue_ids(left)
+            except dramatiq.errors.ConnectionClosed as e:
+                logger.warning("could not give back %d message(s) at close (%s); recovery will", len(left), e)
         try:
             self.broker.writes.flush()
         except redis.RedisError as e:
@@ -418,7 +507,8 @@ class _Consumer(_RedisConsumer):
         # its worker threads are about to run out of work).
         if self.full and self.prefetch - self.outstanding_message_count >= self.batch:
             self.refilling = True
-            self.bell.set()
+            self.emptied = False
+            self.bell.event.set()
 
     def nack(self, message: dramatiq.MessageProxy) -> None:
         exception = getattr(message, "_exception", None)

@@ -80,12 +80,20 @@ class FanoutConsumer(_Consumer):
             done.append(event)
         if not done:
             return
-        self.broker.write(
+        consumers = self.broker.consumers
+        wanted = {d.queue_name for d in deliveries}
+        take = {q: consumers[q].room() for q in wanted if q in consumers}
+        _, taken = self.broker.write(
             deliveries,
             [once_key(d) for d in deliveries],
             self.settings.dedup_window_s,
             ack=(self.queue_name, [e.options["redis_message_id"] for e in done]),
+            take=take,
         )
+        for delivery in taken:
+            self.broker.handed[delivery.queue_name].append(delivery)
+        for queue in {d.queue_name for d in taken}:
+            consumers[queue].wake()
         if self.ledger is not None:
             now = int(time.time() * 1000)
             for event in done:

@@ -200,7 +200,10 @@ class RedisControlStore(RedisLedger):
         self.client.sadd(paused_key(self.namespace), queue)
 
     def resume(self, queue: str) -> None:
-        self.client.srem(paused_key(self.namespace), queue)
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.srem(paused_key(self.namespace), queue)
+            pipe.publish(self.key("__bell__"), queue)  # idle consumers fetch at once (eventbus.brokers.doorbell)
+            pipe.execute()
 
     def paused(self) -> set[str]:
         return {q.decode() for q in self.client.smembers(paused_key(self.namespace))}
