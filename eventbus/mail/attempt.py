@@ -35,6 +35,7 @@ from eventbus.mail.record import (
 )
 from eventbus.mail.sender import Outcome, SmtpPool, get_pool, transact
 from eventbus.mail.template import render_cached
+from eventbus.priority import Priority
 from eventbus.settings import Settings, get_settings
 
 logger = logging.getLogger("eventbus.mail")
@@ -84,7 +85,9 @@ class Run:
     pool: SmtpPool
     records: Coalescer
     sender: str
-    final: bool
+    final: bool  # the job's last attempt: a 4xx gives up
+    retried: bool  # a retry of a job that ran before (not a first run, nor a redelivery after a crash)
+    rank: int  # the job's priority rank (0: CRITICAL)
 
     @classmethod
     def current(cls) -> Run:
@@ -96,6 +99,8 @@ class Run:
             records=coalescer(record_store(dramatiq.get_broker())),
             sender=parseaddr(settings.smtp_from)[1],
             final=_final_attempt(settings),
+            retried=_retries() > 0,
+            rank=_rank(),
         )
 
 
@@ -189,7 +194,12 @@ async def _record_outcome(key: str, outcome: Outcome, accepted_before: list[str]
 async def _failed(
     key: str, code: int, text: str, accepted_before: list[str], run: Run, out: Writer, connected: bool
 ) -> Attempt:
-    """5xx fails at once; 4xx and dropped connections go back to pending, or fail on the job's last attempt."""
+    """5xx fails at once; 4xx and dropped connections go back to pending, or fail on the job's last attempt.
+
+    Without a connection the next email's claim does not ride along: it may have to wait for the retry.
+    """
+    if not connected:
+        out.follow = None
     updates = {"code": str(code) if code else "", "text": text, "accepted": json.dumps(accepted_before)}
     if 500 <= code < 600:
         await out.finish(Finish(key, SendState.FAILED, updates, "failed"))
@@ -209,9 +219,18 @@ def _log_skip(key: str, before: SendRecord) -> None:
         logger.info("email %s already %s; not sending again", key, before.state.value)
 
 
+def _rank() -> int:
+    message = CurrentMessage.get_current_message()
+    return Priority.parse(message.options.get("priority") if message is not None else None, Priority.NORMAL).rank
+
+
+def _retries() -> int:
+    message = CurrentMessage.get_current_message()
+    return int(message.options.get("retries", 0)) if message is not None else 0
+
+
 def _final_attempt(settings: Settings) -> bool:
     message = CurrentMessage.get_current_message()
     if message is None:
         return True
-    retries = int(message.options.get("retries", 0))
-    return retries >= int(message.options.get("max_retries", settings.mail_max_retries))
+    return _retries() >= int(message.options.get("max_retries", settings.mail_max_retries))

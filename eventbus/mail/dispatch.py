@@ -1,10 +1,11 @@
 """The lanes of a worker process: ``SMTP_POOL_SIZE`` tasks that send the emails of every running job.
 
-A lane takes the next email from one queue shared by all send jobs on the worker's event loop,
-claims its record, sends it over a connection of the pool, and writes the outcome. The write of
-one email's outcome carries the claim of the lane's next email, so a busy lane pays one record
-round trip per email; and an email is claimed (marked ``sending``) only when a lane is about to
-send it, so a crash leaves at most one ``sending`` record per lane behind.
+A lane takes the next email from queues shared by all send jobs on the worker's event loop (by
+the job's priority, so a CRITICAL email overtakes the backlog of a bulk send), claims its record,
+sends it over a connection of the pool, and writes the outcome. The write of one email's outcome
+carries the claim of the lane's next email, so a busy lane pays one record round trip per email;
+and an email is claimed (marked ``sending``) only when a lane is about to send it, so a crash
+leaves at most one ``sending`` record per lane behind.
 """
 
 from __future__ import annotations
@@ -16,10 +17,18 @@ import weakref
 from collections import deque
 from dataclasses import dataclass, field
 
-from eventbus.mail.attempt import Attempt, Email, Run, Writer, attempt, claim_of
+from eventbus.mail.attempt import Attempt, Email, Result, Run, Writer, attempt, claim_of
 from eventbus.mail.record import SendRecord
+from eventbus.priority import Priority
 
 logger = logging.getLogger("eventbus.mail")
+
+
+@dataclass(eq=False)
+class Batch:
+    """Tickets of one job: once a lane finds the SMTP server unreachable, the ones not taken are left."""
+
+    stopped: bool = False
 
 
 @dataclass(eq=False)
@@ -29,6 +38,7 @@ class Ticket:
     email: Email
     run: Run
     result: asyncio.Future[Attempt | None]
+    batch: Batch | None = None
     taken: bool = field(default=False)
     withdrawn: bool = field(default=False)
 
@@ -38,16 +48,16 @@ class Dispatcher:
 
     def __init__(self, lanes: int) -> None:
         self.size = lanes
-        self._queue: deque[Ticket] = deque()
+        self._queues: tuple[deque[Ticket], ...] = tuple(deque() for _ in Priority)  # by rank: CRITICAL first
         self._ready = asyncio.Event()
         self._lanes: list[asyncio.Task[None]] = []
 
-    def submit(self, email: Email, run: Run) -> Ticket:
+    def submit(self, email: Email, run: Run, batch: Batch | None = None) -> Ticket:
         """Queue ``email``; await ``ticket.result``."""
         if not self._lanes:
             self._lanes = [asyncio.get_running_loop().create_task(self._lane()) for _ in range(self.size)]
-        ticket = Ticket(email, run, asyncio.get_running_loop().create_future())
-        self._queue.append(ticket)
+        ticket = Ticket(email, run, asyncio.get_running_loop().create_future(), batch)
+        self._queues[run.rank].append(ticket)
         self._ready.set()
         return ticket
 
@@ -62,11 +72,16 @@ class Dispatcher:
         return n
 
     def _take(self) -> Ticket | None:
-        while self._queue:
-            ticket = self._queue.popleft()
-            if not ticket.withdrawn:
-                ticket.taken = True
-                return ticket
+        """The next ticket, highest priority first: a CRITICAL email overtakes a bulk backlog here too."""
+        for queue in self._queues:
+            while queue:
+                ticket = queue.popleft()
+                if _stopped(ticket):
+                    ticket.withdrawn = True
+                    _resolve(ticket, None)
+                elif not ticket.withdrawn:
+                    ticket.taken = True
+                    return ticket
         return None
 
     async def _lane(self) -> None:
@@ -100,9 +115,15 @@ class Dispatcher:
                     _fail(follow, exc)  # its claim went with the failed write: it is not sent now
                 elif follow is not None:
                     follow.taken = False
-                    self._queue.appendleft(follow)
+                    self._queues[follow.run.rank].appendleft(follow)
                 return
             _resolve(ticket, done)
+            if ticket.batch is not None and done.result is Result.RETRY and not done.connected:
+                ticket.batch.stopped = True  # the server cannot be reached: the job's other emails wait
+            if follow is not None and not out.took and _stopped(follow):
+                follow.withdrawn = True
+                _resolve(follow, None)
+                follow = self._take()
             if follow is not None and not out.took:
                 try:
                     [out.followed] = await follow.run.records.run(claim_of(follow.email))
@@ -119,6 +140,10 @@ class Dispatcher:
         for task in lanes:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def _stopped(ticket: Ticket) -> bool:
+    return ticket.batch is not None and ticket.batch.stopped
 
 
 def _resolve(ticket: Ticket, value: Attempt | None) -> None:

@@ -26,15 +26,16 @@ from eventbus.errors import (
     TemplateNotFound,
 )
 from eventbus.mail.attempt import Attempt, Email, Result, Run
-from eventbus.mail.dispatch import Ticket, get_dispatcher
+from eventbus.mail.dispatch import Batch, Ticket, get_dispatcher
 from eventbus.mail.pace import Pacer
-from eventbus.mail.record import SendRecord
+from eventbus.mail.record import Peek, SendRecord, SendState
 
 logger = logging.getLogger("eventbus.mail")
 
 EMAIL_QUEUE = "email"
 SEND_ACTOR = "eventbus.send_email"
 CHUNK_ACTOR = "eventbus.send_email_chunk"
+_SETTLED = (SendState.SENT, SendState.FAILED)
 PERMANENT = (SmtpPermanentError, TemplateNotFound, TemplateError, HeaderInjection, InvalidAddress, MailError)
 
 
@@ -51,7 +52,12 @@ async def send_email_job(
     """Send one email unless its record says it was already sent (or may have been)."""
     email = Email(template, to, context, key, message_id, reply_to, headers, attachments)
     run = Run.current()
-    done = await get_dispatcher(run).submit(email, run).result
+    dispatcher = get_dispatcher(run)
+    ticket = dispatcher.submit(email, run)
+    try:
+        done = await ticket.result
+    finally:
+        dispatcher.withdraw([ticket])  # cancelled (worker stopping): not sent if no lane took it yet
     if done is None or done.result in (Result.SENT, Result.SKIPPED):
         return
     if done.error is not None:
@@ -70,6 +76,10 @@ async def send_email_chunk_job(template: str, context: dict[str, Any], emails: l
     run = Run.current()
     pacer = Pacer.current(run.settings)
     dispatcher = get_dispatcher(run)
+    total = len(emails)
+    if run.retried:  # what an earlier attempt settled is left out (a skip is news only after a crash)
+        records = await run.records.run(*(Peek(item["key"]) for item in emails))
+        emails = [item for item, r in zip(emails, records) if r is None or r.state not in _SETTLED]
     todo = deque(emails)
     results: list[Attempt] = []
     tickets: list[Ticket] = []
@@ -81,20 +91,17 @@ async def send_email_chunk_job(template: str, context: dict[str, Any], emails: l
                     results.append(done)
                 if _unreachable(done):
                     break  # the rest waits for the retry
-        else:
-            tickets = [dispatcher.submit(_email(template, context, item), run) for item in todo]
+        else:  # a lane that cannot reach the server stops the batch: the rest waits for the retry
+            batch = Batch()
+            tickets = [dispatcher.submit(_email(template, context, item), run, batch) for item in todo]
             todo.clear()
-            for ticket in tickets:  # the rest waits for the retry
-                ticket.result.add_done_callback(
-                    lambda f: dispatcher.withdraw(tickets) if not f.cancelled() and _unreachable(f.result()) else None
-                )
             results = [done for done in await asyncio.gather(*(t.result for t in tickets)) if done is not None]
     finally:
         dispatcher.withdraw(tickets)  # cancelled (worker stopping): what no lane took yet stays pending
     untried = len(todo) + sum(1 for t in tickets if t.withdrawn)
     retry = [r for r in results if r.result is Result.RETRY]
     if retry:  # emails not tried ride along; the retried chunk only touches records still pending
-        left = f"{len(retry) + untried} of the chunk's {len(emails)} emails to retry"
+        left = f"{len(retry) + untried} of the chunk's {total} emails to retry"
         raise SmtpTemporaryError(retry[0].code, f"{retry[0].text} ({left})")
     if todo:  # only the rate limit stopped the chunk: the rest goes back to the schedule
         await pacer.defer(list(todo))

@@ -4,7 +4,8 @@ Redis keeps them in hashes (:mod:`eventbus.mail.record_redis`), SQLite in the br
 (:mod:`eventbus.mail.record_sqlite`), ``memory://`` in a dict (:class:`MemoryRecords`). Counters:
 sent, failed, retried, skipped (already sent) and uncertain (found in ``sending`` after a crash).
 
-The worker moves records with two operations, :class:`Claim` and :class:`Finish`. Those issued in
+The worker moves records with two operations, :class:`Claim` and :class:`Finish` (and reads them
+with :class:`Peek`). Those issued in
 the same event-loop tick (the concurrent sends of a bulk chunk) go to the store together, in one
 round trip (:class:`Coalescer`); nothing waits for a later tick, so a record is written as soon as
 the SMTP reply it records has arrived.
@@ -116,7 +117,14 @@ class Finish:
     counter: str
 
 
-Op = Claim | Finish
+@dataclass(frozen=True)
+class Peek:
+    """Read a record without changing it: a retried chunk leaves out the emails already settled."""
+
+    key: str
+
+
+Op = Claim | Finish | Peek
 
 
 class RecordStore(Protocol):
@@ -226,6 +234,9 @@ class MemoryRecords:
         with self._lock:
             for op in ops:
                 old = self.records.get(op.key)
+                if isinstance(op, Peek):
+                    out.append(SendRecord.from_hash(op.key, old) if old else None)
+                    continue
                 if isinstance(op, Finish):
                     fields = self.records.setdefault(op.key, {})
                     fields.update(op.updates, state=op.state.value, updated_ms=str(now_ms()))

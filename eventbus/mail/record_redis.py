@@ -18,7 +18,7 @@ import redis
 import redis.asyncio
 from redis.exceptions import NoScriptError
 
-from eventbus.mail.record import UNCERTAIN, Claim, Finish, Op, SendRecord, SendState, now_ms
+from eventbus.mail.record import UNCERTAIN, Claim, Finish, Op, Peek, SendRecord, SendState, now_ms
 
 # KEYS[1] record; ARGV: ttl, then field/value pairs. Returns the old state or false.
 _CREATE = """
@@ -31,15 +31,18 @@ return false
 
 # A batch of claims and finishes (eventbus.mail.record.Claim / Finish), in order, in one call.
 # KEYS[1] stats, KEYS[1 + i] the record of op i. ARGV[1] ttl_s, ARGV[2] now_ms, ARGV[3] the
-# uncertain text, then three per op: "claim" or "finish", the finish's counter, its fields as JSON.
-# Returns one entry per op: {state, accepted} as they were before a claim (state nil: missing), 0 for a finish.
+# uncertain text, then three per op: "claim", "finish" or "peek", the finish's counter, its fields
+# as JSON. Returns one entry per op: {state, accepted} as they were before a claim or at a peek
+# (state nil: missing), 0 for a finish.
 _APPLY = """
 local out = {}
 for i = 2, #KEYS do
     local key = KEYS[i]
     local at = 4 + (i - 2) * 3
     local fields = cjson.decode(ARGV[at + 2])
-    if ARGV[at] == "finish" then
+    if ARGV[at] == "peek" then
+        out[#out + 1] = redis.call("hmget", key, "state", "accepted")
+    elseif ARGV[at] == "finish" then
         local flat = {}
         for k, v in pairs(fields) do
             flat[#flat + 1] = k
@@ -129,6 +132,8 @@ class RedisRecords:
         for op in ops:
             if isinstance(op, Claim):
                 args += ["claim", "", json.dumps(op.fields)]
+            elif isinstance(op, Peek):
+                args += ["peek", "", "{}"]
             else:
                 fields = {**op.updates, "state": op.state.value, "updated_ms": str(now)}
                 args += ["finish", op.counter, json.dumps(fields)]

@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Sequence
 
 from eventbus.brokers.sqlite_records import _COUNT, SQLiteRecords, _read, _write
-from eventbus.mail.record import Claim, Finish, Op, SendRecord, claim_fields, now_ms
+from eventbus.mail.record import Claim, Finish, Op, Peek, SendRecord, claim_fields, now_ms
 
 
 class SQLiteSendRecords(SQLiteRecords):
@@ -31,6 +31,9 @@ class SQLiteSendRecords(SQLiteRecords):
             expires_at = now + self.ttl_s * 1000
             for op in ops:
                 old = _read(conn, op.key, now)
+                if isinstance(op, Peek):
+                    out.append(SendRecord.from_hash(op.key, old) if old is not None else None)
+                    continue
                 if isinstance(op, Finish):
                     fields = old or {}
                     fields.update(op.updates)
