@@ -1,7 +1,7 @@
 """The send record: one per idempotency key, pending -> sending -> sent | failed, in the broker's store.
 
 Redis keeps them in hashes (:mod:`eventbus.mail.record_redis`), SQLite in the broker's file
-(:mod:`eventbus.mail.record_sqlite`), ``memory://`` in a dict (:class:`MemoryRecords`). Counters:
+(:mod:`eventbus.mail.record_sqlite`), ``memory://`` in a dict (:mod:`eventbus.mail.record_memory`). Counters:
 sent, failed, retried, skipped (already sent) and uncertain (found in ``sending`` after a crash).
 
 The worker moves records with two operations, :class:`Claim` and :class:`Finish` (and reads them
@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
-import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -199,65 +198,6 @@ class Coalescer:
                 future.set_result(result)
 
 
-class MemoryRecords:
-    """Send records in a dict, for ``memory://`` (TestBus)."""
-
-    def __init__(self) -> None:
-        self.records: dict[str, dict[str, str]] = {}
-        self.counters: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def create_pending(self, rows: Sequence[tuple[str, dict[str, str]]]) -> list[SendState | None]:
-        out: list[SendState | None] = []
-        with self._lock:
-            for key, fields in rows:
-                old = self.records.get(key)
-                out.append(SendState(old["state"]) if old else None)
-                if old is None:
-                    self.records[key] = dict(fields)
-        return out
-
-    def get(self, key: str) -> SendRecord | None:
-        with self._lock:
-            raw = self.records.get(key)
-            return SendRecord.from_hash(key, raw) if raw else None
-
-    def stats(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self.counters)
-
-    async def claim(self, key: str, fields: dict[str, str]) -> SendRecord | None:
-        return (await self.apply([Claim(key, fields)]))[0]
-
-    async def apply(self, ops: Sequence[Op]) -> list[SendRecord | None]:
-        out: list[SendRecord | None] = []
-        with self._lock:
-            for op in ops:
-                old = self.records.get(op.key)
-                if isinstance(op, Peek):
-                    out.append(SendRecord.from_hash(op.key, old) if old else None)
-                    continue
-                if isinstance(op, Finish):
-                    fields = self.records.setdefault(op.key, {})
-                    fields.update(op.updates, state=op.state.value, updated_ms=str(now_ms()))
-                    self._count(op.counter)
-                    out.append(None)
-                    continue
-                before = SendRecord.from_hash(op.key, old) if old else None
-                fields = self.records.setdefault(op.key, dict(op.fields))
-                counter = claim_fields(fields)
-                if counter:
-                    self._count(counter)
-                out.append(before)
-        return out
-
-    def _count(self, counter: str) -> None:
-        self.counters[counter] = self.counters.get(counter, 0) + 1
-
-    async def aclose(self) -> None:
-        return None
-
-
 def claim_fields(fields: dict[str, str]) -> str:
     """Apply a claim to a record's fields in place (memory and SQLite); returns the counter to bump, or ''."""
     state = fields.get("state", SendState.PENDING.value)
@@ -289,6 +229,7 @@ def record_store(broker: dramatiq.Broker | None = None) -> RecordStore:
     from eventbus.broker import get_broker
     from eventbus.brokers.redis import RedisBroker
     from eventbus.brokers.sqlite import SQLiteBroker
+    from eventbus.mail.record_memory import MemoryRecords
     from eventbus.mail.record_redis import RedisRecords
     from eventbus.mail.record_sqlite import SQLiteSendRecords
     from eventbus.settings import get_settings
