@@ -53,6 +53,7 @@ class Settings:
     app_url: str = "http://localhost:8000"
     templates_dir: str = ""
     mail_max_retries: int = 8
+    mail_chunk_size: int = 50  # emails per job of a bulk send (one recipient and one send record each)
     mail_record_ttl_s: int = 30 * 86_400
     # notifications (issue 3)
     notify_webhook_url: str = ""
@@ -142,6 +143,7 @@ class Settings:
             app_url=(env.get("APP_URL") or env.get("FRONTEND_URL") or base.app_url).rstrip("/"),
             templates_dir=env.get("EVENTBUS_TEMPLATES_DIR", base.templates_dir),
             mail_max_retries=int(_number(env, "MAIL_MAX_RETRIES", base.mail_max_retries)),
+            mail_chunk_size=max(1, int(_number(env, "MAIL_CHUNK_SIZE", base.mail_chunk_size))),
             mail_record_ttl_s=int(_number(env, "MAIL_RECORD_TTL_S", base.mail_record_ttl_s)),
             notify_webhook_url=env.get("NOTIFY_WEBHOOK_URL", base.notify_webhook_url),
             notify_webhook_secret=env.get("NOTIFY_WEBHOOK_SECRET", base.notify_webhook_secret),

@@ -2,7 +2,9 @@
 
 ``server.schedule("connect", "421 4.3.2 busy")`` makes the next connection get 421 instead of 220;
 ``"mail"``, ``"rcpt"`` and ``"data"`` work the same way (one scheduled reply per command, in order).
-``server.refuse("bad@example.com", "550 5.1.1 no such user")`` refuses that recipient every time.
+``server.refuse("bad@example.com", "550 5.1.1 no such user")`` refuses that recipient every time;
+``server.refuse("busy@example.com", "451 4.2.1 try later", times=1)`` only the first time.
+``server.rcpts`` lists every RCPT address in order, accepted or not.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     data: bytes
+    at: float = field(default_factory=time.monotonic)
 
     @property
     def message(self) -> EmailMessage:
@@ -40,6 +43,8 @@ class Handler:
     commands: list[str] = field(default_factory=list)
     scheduled: dict[str, list[str]] = field(default_factory=dict)
     refused: dict[str, str] = field(default_factory=dict)
+    refused_times: dict[str, list[str]] = field(default_factory=dict)
+    rcpts: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def next_reply(self, step: str) -> str | None:
@@ -58,6 +63,11 @@ class Handler:
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any) -> str:
         reply = self.next_reply("rcpt") or self.refused.get(address)
+        with self.lock:
+            self.rcpts.append(address)
+            queued = self.refused_times.get(address)
+            if not reply and queued:
+                reply = queued.pop(0)
         if reply:
             return reply
         envelope.rcpt_tos.append(address)
@@ -114,9 +124,21 @@ class SmtpServer:
         with self.handler.lock:
             self.handler.scheduled.setdefault(step, []).extend(replies)
 
-    def refuse(self, address: str, reply: str) -> None:
+    def clear_schedule(self, step: str) -> None:
         with self.handler.lock:
-            self.handler.refused[address] = reply
+            self.handler.scheduled.pop(step, None)
+
+    def refuse(self, address: str, reply: str, *, times: int | None = None) -> None:
+        with self.handler.lock:
+            if times is None:
+                self.handler.refused[address] = reply
+            else:
+                self.handler.refused_times.setdefault(address, []).extend([reply] * times)
+
+    @property
+    def rcpts(self) -> list[str]:
+        with self.handler.lock:
+            return list(self.handler.rcpts)
 
     def allow(self, address: str) -> None:
         with self.handler.lock:

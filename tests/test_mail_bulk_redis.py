@@ -70,9 +70,10 @@ def test_bulk_send_of_10000_enqueues_in_batches_with_progress_and_one_record_eac
         progress=lambda done, total: seen.append((done, total)),
         idempotency_key="campaign-1",
     )
-    # Then there are 10,000 jobs on the LOW list, one pending record each, and progress per batch of 500
-    assert result.total == 10_000 and result.enqueued == 10_000
-    assert redis_client.llen(f"{namespace}:email.p3") == 10_000
+    # Then there are 10,000 emails in 200 jobs of 50 on the LOW list, one pending record each,
+    # and progress per batch of 500
+    assert result.total == 10_000 and result.enqueued == 10_000 and result.jobs == 200
+    assert redis_client.llen(f"{namespace}:email.p3") == 200
     assert seen[0] == (500, 10_000) and seen[-1] == (10_000, 10_000) and len(seen) == 20
     record = get_send_record("campaign-1:user00042@example.com")
     assert record is not None and record.state is SendState.PENDING
@@ -83,4 +84,4 @@ def test_bulk_send_of_10000_enqueues_in_batches_with_progress_and_one_record_eac
         {"model_id": "m", "model_name": "Orca", "milestone": "1k", "vote_count": 1},
         idempotency_key="campaign-1",
     )
-    assert again.enqueued == 0 and redis_client.llen(f"{namespace}:email.p3") == 10_000
+    assert again.enqueued == 0 and again.jobs == 0 and redis_client.llen(f"{namespace}:email.p3") == 200

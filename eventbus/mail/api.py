@@ -18,7 +18,7 @@ from eventbus.brokers import BusBroker, Message
 from eventbus.bus import _delay_ms
 from eventbus.delivery import build_message
 from eventbus.errors import MailError, PayloadNotSerializable, PublishError, StoreBusy
-from eventbus.mail.job import EMAIL_QUEUE, SEND_ACTOR
+from eventbus.mail.job import CHUNK_ACTOR, EMAIL_QUEUE, SEND_ACTOR
 from eventbus.mail.message import (
     Attachment,
     attachments_json,
@@ -47,12 +47,13 @@ class QueuedEmail:
 
 @dataclass(frozen=True)
 class BulkResult:
-    """What ``send_bulk_email`` did: jobs enqueued, and recipients skipped (already queued or sent)."""
+    """What ``send_bulk_email`` did: emails enqueued, recipients skipped (already queued or sent), jobs written."""
 
     total: int
     enqueued: int
     skipped: int
     keys: list[str]
+    jobs: int = 0
 
 
 def send_email(
@@ -101,34 +102,41 @@ def send_bulk_email(
 ) -> BulkResult:
     """One email per distinct recipient, enqueued 500 per round trip; ``progress(done, total)`` after each batch.
 
-    ``per_recipient`` adds context per address (a mapping, or a function of the address). Every
-    address and every subject is checked before the first job is written.
+    Each email has its own key, Message-ID and send record; jobs carry ``MAIL_CHUNK_SIZE`` of them,
+    so a worker pays for one job per chunk, not per email. ``per_recipient`` adds context per
+    address (a mapping, or a function of the address). Every address and every subject is checked
+    before the first job is written.
     """
     settings = get_settings()
     check_template(template, settings)
     level = Priority.parse(priority, Priority.LOW)
     addresses = _recipients(recipients)
     base = dict(context)
-    contexts = [_merge(base, per_recipient, address) for address in addresses]
-    if contexts:
-        render(template, contexts[0], settings)
-        if per_recipient is not None:
-            for ctx in contexts[1:]:
-                render_subject(template, ctx, settings)
+    extras = [dict(_extra(per_recipient, a)) for a in addresses] if per_recipient is not None else None
+    if addresses:
+        render(template, {**base, **extras[0]} if extras else base, settings)
+        for extra in (extras or [])[1:]:
+            render_subject(template, {**base, **extra}, settings)
+    _check_json(base, *(extras or ()))
     base_key = idempotency_key or _key_base()
     suffix = "" if idempotency_key else f":{template}"
-    jobs = [
-        _job(template, [a], ctx, f"{base_key}:{a}{suffix}", level, {}, settings) for a, ctx in zip(addresses, contexts)
-    ]
+    emails: list[dict[str, Any]] = []
+    for i, address in enumerate(addresses):
+        key = f"{base_key}:{address}{suffix}"
+        email: dict[str, Any] = {"to": address, "key": key, "message_id": message_id_for(key, settings.smtp_from)}
+        if extras and extras[i]:
+            email["context"] = extras[i]
+        emails.append(email)
     delay_ms = _delay_ms(delay, at)
-    enqueued = 0
-    for i in range(0, len(jobs), _BATCH):
-        batch = jobs[i : i + _BATCH]
-        enqueued += _enqueue([m for m, _ in batch], [r for _, r in batch], delay_ms, settings)
+    enqueued = jobs = 0
+    for i in range(0, len(emails), _BATCH):
+        done, chunks = _enqueue_chunks(template, base, emails[i : i + _BATCH], level, delay_ms, settings)
+        enqueued += done
+        jobs += chunks
         if progress is not None:
-            progress(min(i + _BATCH, len(jobs)), len(jobs))
-    keys = [r[0] for _, r in jobs]
-    return BulkResult(total=len(jobs), enqueued=enqueued, skipped=len(jobs) - enqueued, keys=keys)
+            progress(min(i + _BATCH, len(emails)), len(emails))
+    keys = [e["key"] for e in emails]
+    return BulkResult(total=len(emails), enqueued=enqueued, skipped=len(emails) - enqueued, keys=keys, jobs=jobs)
 
 
 def _recipients(values: Iterable[str]) -> list[str]:
@@ -161,15 +169,10 @@ def _extras(
     return extra
 
 
-def _merge(
-    base: dict[str, Any],
-    per_recipient: Mapping[str, Mapping[str, Any]] | Callable[[str], Mapping[str, Any]] | None,
-    address: str,
-) -> dict[str, Any]:
-    if per_recipient is None:
-        return base
-    extra = per_recipient(address) if callable(per_recipient) else per_recipient.get(address, {})
-    return {**base, **extra}
+def _extra(
+    per_recipient: Mapping[str, Mapping[str, Any]] | Callable[[str], Mapping[str, Any]], address: str
+) -> Mapping[str, Any]:
+    return per_recipient(address) if callable(per_recipient) else per_recipient.get(address, {})
 
 
 def _key_base() -> str:
@@ -208,18 +211,8 @@ def _enqueue(
     messages: list[Message], rows: list[tuple[str, dict[str, str]]], delay_ms: int | None, settings: Settings
 ) -> int:
     """Create pending records, then enqueue the jobs whose email is not already sent or failed."""
+    _check_json(*(m.kwargs for m in messages))
     broker = get_broker()
-    checked: set[int] = set()
-    for m in messages:
-        context = m.kwargs["context"]
-        if id(context) not in checked:  # bulk sends share one context object: check it once
-            checked.add(id(context))
-            try:
-                json.dumps(m.kwargs)
-            except (TypeError, ValueError) as exc:
-                raise PayloadNotSerializable(
-                    f"email context cannot be written as JSON ({exc}); use str, int, float, bool, None, list, dict"
-                ) from None
     try:
         states = record_store(broker).create_pending(rows)
         todo = [(m, r) for m, r, s in zip(messages, rows, states) if s in (None, SendState.PENDING)]
@@ -234,3 +227,66 @@ def _enqueue(
     except (redis.RedisError, sqlite3.Error, StoreBusy) as exc:
         raise PublishError(f"could not enqueue {len(messages)} email(s) on {describe(broker)}: {exc}") from None
     return len(done)
+
+
+def _enqueue_chunks(
+    template: str,
+    context: dict[str, Any],
+    emails: list[dict[str, Any]],
+    level: Priority,
+    delay_ms: int | None,
+    settings: Settings,
+) -> tuple[int, int]:
+    """Create pending records, then enqueue the emails not already sent or failed in chunk jobs.
+
+    A chunk's job id comes from its emails' keys: sending the same batch again while it waits
+    enqueues nothing new (and a pending email's record keeps it from being sent twice anyway).
+    Returns (emails enqueued, jobs enqueued).
+    """
+    broker = get_broker()
+    rows = [(e["key"], new_fields([e["to"]], template, e["message_id"])) for e in emails]
+    size = max(1, settings.mail_chunk_size)
+    try:
+        states = record_store(broker).create_pending(rows)
+        todo = [e for e, s in zip(emails, states) if s in (None, SendState.PENDING)]
+        messages = [_chunk(template, context, todo[i : i + size], level, settings) for i in range(0, len(todo), size)]
+        if not messages:
+            return 0, 0
+        done = cast(BusBroker, broker).enqueue_many(
+            messages,
+            delay_ms=delay_ms,
+            once_keys=[f"mail:chunk:{m.message_id}" for m in messages],
+            once_ttl_s=settings.dedup_window_s,
+        )
+    except (redis.RedisError, sqlite3.Error, StoreBusy) as exc:
+        raise PublishError(f"could not enqueue {len(emails)} email(s) on {describe(broker)}: {exc}") from None
+    return sum(len(m.kwargs["emails"]) for m in done), len(done)
+
+
+def _chunk(
+    template: str, context: dict[str, Any], emails: list[dict[str, Any]], level: Priority, settings: Settings
+) -> Message:
+    keys = "\x00".join(e["key"] for e in emails)
+    options = {
+        "priority": level.value,
+        "max_retries": settings.mail_max_retries,
+        "min_backoff": settings.min_backoff_ms,
+        "max_backoff": settings.max_backoff_ms,
+    }
+    kwargs = {"template": template, "context": context, "emails": emails}
+    return build_message(EMAIL_QUEUE, CHUNK_ACTOR, kwargs, options, str(uuid.uuid5(_JOB_IDS, f"chunk\x00{keys}")))
+
+
+def _check_json(*values: Any) -> None:
+    """Raise PayloadNotSerializable before anything is written; shared objects are checked once."""
+    checked: set[int] = set()
+    for value in values:
+        if id(value) in checked:
+            continue
+        checked.add(id(value))
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as exc:
+            raise PayloadNotSerializable(
+                f"email context cannot be written as JSON ({exc}); use str, int, float, bool, None, list, dict"
+            ) from None

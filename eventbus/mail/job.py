@@ -1,26 +1,22 @@
-"""The send job: an async Dramatiq actor that renders one email and hands it to SMTP at most once.
+"""The send jobs: async Dramatiq actors on the worker's event loop, each email sent at most once.
 
-Order of one attempt: claim the send record (pending -> sending, one round trip), render, send
-through a pooled connection, write the outcome (one round trip). The only window in which an email
-can be sent twice is between the server's 250 reply and that last write; a job that later finds its
-record still ``sending`` does not resend: it marks the email failed ("uncertain") and counts it.
+``eventbus.send_email`` carries one email (``send_email``). ``eventbus.send_email_chunk`` carries up
+to ``MAIL_CHUNK_SIZE`` emails of a bulk send, one recipient each, and sends them concurrently over
+the pooled connections: the cost of a job (fetch, middleware, ledger, ack) is paid once per chunk
+instead of once per email. Every email keeps its own key, Message-ID and send record, so a retried
+or redelivered chunk only sends the emails still pending (see :mod:`eventbus.mail.attempt`).
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
-import os
-import signal
-from email.utils import parseaddr
+from collections import deque
 from typing import Any
 
-import aiosmtplib
 import dramatiq
-from dramatiq.middleware import CurrentMessage
 
 from eventbus.errors import (
-    EventBusError,
     HeaderInjection,
     InvalidAddress,
     MailError,
@@ -29,18 +25,18 @@ from eventbus.errors import (
     TemplateError,
     TemplateNotFound,
 )
-from eventbus.mail.message import Attachment, mime_body, mime_headers
-from eventbus.mail.record import RecordStore, SendRecord, SendState, new_fields, record_store
-from eventbus.mail.sender import Outcome, get_pool, transact
-from eventbus.mail.template import render_cached
-from eventbus.settings import get_settings
+from eventbus.mail.attempt import Attempt, Email, Result, Run
+from eventbus.mail.dispatch import Batch, Ticket, get_dispatcher
+from eventbus.mail.pace import Pacer
+from eventbus.mail.record import Peek, SendRecord, SendState
 
 logger = logging.getLogger("eventbus.mail")
 
 EMAIL_QUEUE = "email"
 SEND_ACTOR = "eventbus.send_email"
+CHUNK_ACTOR = "eventbus.send_email_chunk"
+_SETTLED = (SendState.SENT, SendState.FAILED)
 PERMANENT = (SmtpPermanentError, TemplateNotFound, TemplateError, HeaderInjection, InvalidAddress, MailError)
-TEST_KILL_ENV = "EVENTBUS_TEST_KILL_AFTER_SEND"
 
 
 async def send_email_job(
@@ -54,99 +50,92 @@ async def send_email_job(
     attachments: list[dict[str, str]] | None = None,
 ) -> None:
     """Send one email unless its record says it was already sent (or may have been)."""
-    settings = get_settings()
-    store: RecordStore = record_store(dramatiq.get_broker())
-    before = await store.claim(key, new_fields(to, template, message_id))
-    if before is not None and before.state in (SendState.SENT, SendState.FAILED):
-        await store.count("skipped")
-        logger.info("email %s already %s; not sending again", key, before.state.value)
-        return
-    if before is not None and before.state is SendState.SENDING:
-        text = "uncertain: a worker stopped while handing this email to SMTP; not resent (at most once)"
-        await store.finish(key, SendState.FAILED, {"code": "", "text": text}, "uncertain")
-        logger.warning("email %s was being sent when its worker stopped; %s", key, text)
-        return
-    accepted_before = before.accepted if before is not None else []
-    remaining = [r for r in to if r not in accepted_before]
+    email = Email(template, to, context, key, message_id, reply_to, headers, attachments)
+    run = Run.current()
+    dispatcher = get_dispatcher(run)
+    ticket = dispatcher.submit(email, run)
     try:
-        rendered = render_cached(template, context)
-        head = mime_headers(
-            sender=settings.smtp_from,
-            to=to,
-            subject=rendered.subject,
-            message_id=message_id,
-            reply_to=reply_to,
-            headers=headers,
-        )
-        data = head + mime_body(rendered, tuple(Attachment.from_json(a) for a in attachments or ()))
-    except EventBusError as exc:
-        await store.finish(key, SendState.FAILED, {"code": "", "text": str(exc)}, "failed")
-        raise
+        done = await ticket.result
+    finally:
+        dispatcher.withdraw([ticket])  # cancelled (worker stopping): not sent if no lane took it yet
+    if done is None or done.result in (Result.SENT, Result.SKIPPED):
+        return
+    if done.error is not None:
+        raise done.error
+    if done.result is Result.FAILED:
+        raise SmtpPermanentError(done.code, done.text)
+    raise SmtpTemporaryError(done.code, done.text)
+
+
+async def send_email_chunk_job(template: str, context: dict[str, Any], emails: list[dict[str, Any]]) -> None:
+    """Send each email of a bulk chunk unless already sent; raise after all were tried if any must be retried.
+
+    ``emails`` items are ``{"to", "key", "message_id"}`` plus ``"context"`` (added to the shared one)
+    when the bulk send had per-recipient context. A 5xx fails only its email (recorded, not raised).
+    """
+    run = Run.current()
+    pacer = Pacer.current(run.settings)
+    dispatcher = get_dispatcher(run)
+    total = len(emails)
+    if run.retried:  # what an earlier attempt settled is left out (a skip is news only after a crash)
+        records = await run.records.run(*(Peek(item["key"]) for item in emails))
+        emails = [item for item, r in zip(emails, records) if r is None or r.state not in _SETTLED]
+    todo = deque(emails)
+    results: list[Attempt] = []
+    tickets: list[Ticket] = []
     try:
-        async with get_pool(settings).connection() as smtp:
-            outcome = await transact(smtp, parseaddr(settings.smtp_from)[1], remaining, data)
-    except aiosmtplib.SMTPResponseException as exc:
-        await _failed_attempt(store, key, exc.code, exc.message, accepted_before)
-        return
-    except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
-        await _failed_attempt(store, key, 0, f"{type(exc).__name__}: {exc}", accepted_before)
-        return
-    await _record_outcome(store, key, outcome, accepted_before)
+        if pacer.lanes == 1:  # the queue's limits count emails: one at a time, each with its start slot
+            while todo and await pacer.wait():
+                done = await dispatcher.submit(_email(template, context, todo.popleft()), run).result
+                if done is not None:
+                    results.append(done)
+                if _unreachable(done):
+                    break  # the rest waits for the retry
+        else:  # a lane that cannot reach the server stops the batch: the rest waits for the retry
+            batch = Batch()
+            tickets = [dispatcher.submit(_email(template, context, item), run, batch) for item in todo]
+            todo.clear()
+            results = [done for done in await asyncio.gather(*(t.result for t in tickets)) if done is not None]
+    finally:
+        dispatcher.withdraw(tickets)  # cancelled (worker stopping): what no lane took yet stays pending
+    untried = len(todo) + sum(1 for t in tickets if t.withdrawn)
+    retry = [r for r in results if r.result is Result.RETRY]
+    if retry:  # emails not tried ride along; the retried chunk only touches records still pending
+        left = f"{len(retry) + untried} of the chunk's {total} emails to retry"
+        raise SmtpTemporaryError(retry[0].code, f"{retry[0].text} ({left})")
+    if todo:  # only the rate limit stopped the chunk: the rest goes back to the schedule
+        await pacer.defer(list(todo))
+    bad = [r.error for r in results if r.error is not None]
+    if bad:
+        raise bad[0]
+    failed = [r for r in results if r.result is Result.FAILED]
+    if failed:
+        logger.warning("%d email(s) of a bulk chunk refused permanently, e.g. SMTP %s %s (see their send records)",
+                       len(failed), failed[0].code, failed[0].text)  # fmt: skip
 
 
-async def _record_outcome(store: RecordStore, key: str, outcome: Outcome, accepted_before: list[str]) -> None:
-    accepted = accepted_before + outcome.accepted
-    refused = {r: list(v) for r, v in outcome.refused.items()}
-    temporary = {r: v for r, v in outcome.refused.items() if v[0] < 500}
-    updates = {"accepted": json.dumps(accepted), "refused": json.dumps(refused)}
-    if temporary and not _final_attempt():
-        code, text = next(iter(temporary.values()))
-        await store.finish(key, SendState.PENDING, {**updates, "code": str(code), "text": text}, "retried")
-        raise SmtpTemporaryError(code, f"{text} (for {', '.join(temporary)}; accepted so far: {len(accepted)})")
-    if not accepted:
-        code, text = next(iter(outcome.refused.values()))
-        await store.finish(key, SendState.FAILED, {**updates, "code": str(code), "text": text}, "failed")
-        raise SmtpPermanentError(code, text)
-    first = next(iter(outcome.refused.values()), None)
-    extra = {"code": str(first[0]), "text": first[1]} if first else {"code": "250", "text": outcome.reply}
-    await store.finish(key, SendState.SENT, {**updates, **extra}, "sent")
-    if os.environ.get(TEST_KILL_ENV) == "1":  # test hook: die between the record write and the ack
-        os.kill(os.getpid(), signal.SIGKILL)
+def _unreachable(done: Attempt | None) -> bool:
+    """True when no connection to the SMTP server could be opened."""
+    return done is not None and done.result is Result.RETRY and not done.connected
 
 
-async def _failed_attempt(store: RecordStore, key: str, code: int, text: str, accepted_before: list[str]) -> None:
-    """4xx and dropped connections retry with backoff (raise); 5xx fail at once (raise a ``throws`` error)."""
-    updates = {"code": str(code) if code else "", "text": text, "accepted": json.dumps(accepted_before)}
-    if 500 <= code < 600:
-        await store.finish(key, SendState.FAILED, updates, "failed")
-        raise SmtpPermanentError(code, text)
-    if _final_attempt():
-        updates["text"] = f"gave up after the last retry: {text}"
-        await store.finish(key, SendState.FAILED, updates, "failed")
-    else:
-        await store.finish(key, SendState.PENDING, updates, "retried")
-    raise SmtpTemporaryError(code, text)
-
-
-def _final_attempt() -> bool:
-    message = CurrentMessage.get_current_message()
-    if message is None:
-        return True
-    retries = int(message.options.get("retries", 0))
-    return retries >= int(message.options.get("max_retries", get_settings().mail_max_retries))
+def _email(template: str, context: dict[str, Any], item: dict[str, Any]) -> Email:
+    own = item.get("context")
+    return Email(template, [item["to"]], {**context, **own} if own else context, item["key"], item["message_id"])
 
 
 def install_actors(broker: dramatiq.Broker) -> None:
-    """Declare the send actor on ``broker`` (idempotent); 5xx and bad input are never retried."""
-    if SEND_ACTOR not in broker.actors:
-        dramatiq.Actor(
-            send_email_job,  # type: ignore[arg-type]
-            broker=broker,
-            actor_name=SEND_ACTOR,
-            queue_name=EMAIL_QUEUE,
-            priority=0,
-            options={"throws": PERMANENT},
-        )
+    """Declare the send actors on ``broker`` (idempotent); 5xx and bad input are never retried."""
+    for fn, name in ((send_email_job, SEND_ACTOR), (send_email_chunk_job, CHUNK_ACTOR)):
+        if name not in broker.actors:
+            dramatiq.Actor(
+                fn,  # type: ignore[arg-type]
+                broker=broker,
+                actor_name=name,
+                queue_name=EMAIL_QUEUE,
+                priority=0,
+                options={"throws": PERMANENT},
+            )
 
 
-__all__ = ["EMAIL_QUEUE", "SEND_ACTOR", "SendRecord", "install_actors", "send_email_job"]
+__all__ = ["CHUNK_ACTOR", "EMAIL_QUEUE", "SEND_ACTOR", "SendRecord", "install_actors", "send_email_job"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import functools
 import re
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -125,12 +126,11 @@ def mime_headers(
 
     Every value was checked for CR/LF/NUL before it got here.
     """
-    name, address = parseaddr(sender)
     lines = [
-        f"From: {formataddr((name, address), charset='utf-8') if name else address}",
+        _from_line(sender),
         f"To: {', '.join(to)}",
         f"Subject: {_encode('Subject', subject)}",
-        f"Date: {formatdate(localtime=False)}",
+        _date_line(int(time.time())),
         f"Message-ID: {message_id}",
     ]
     if reply_to:
@@ -138,6 +138,17 @@ def mime_headers(
     for key, value in (headers or {}).items():
         lines.append(f"{key}: {_encode(key, value)}")
     return ("\r\n".join(lines) + "\r\n").encode("ascii")
+
+
+@functools.lru_cache(maxsize=16)
+def _from_line(sender: str) -> str:
+    name, address = parseaddr(sender)
+    return f"From: {formataddr((name, address), charset='utf-8') if name else address}"
+
+
+@functools.lru_cache(maxsize=2)
+def _date_line(now_s: int) -> str:
+    return f"Date: {formatdate(now_s, localtime=False)}"
 
 
 @functools.lru_cache(maxsize=64)

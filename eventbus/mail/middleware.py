@@ -7,6 +7,7 @@ import logging
 import dramatiq
 from dramatiq.asyncio import get_event_loop_thread
 
+from eventbus.mail.dispatch import close_dispatcher
 from eventbus.mail.record import record_store
 from eventbus.mail.sender import close_pools
 
@@ -23,6 +24,7 @@ class SmtpPoolCloser(dramatiq.Middleware):
             return
 
         async def close() -> None:
+            await close_dispatcher()
             await close_pools()
             await record_store(broker).aclose()
 

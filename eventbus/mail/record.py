@@ -1,10 +1,14 @@
 """The send record: one per idempotency key, pending -> sending -> sent | failed, in the broker's store.
 
-SQLite keeps them in the broker's file (:mod:`eventbus.brokers.sqlite_records`).
-Redis layout (under the broker namespace): ``mail:send:<key>`` is a hash (state, to, template,
-message_id, attempts, code, text, accepted, refused, timestamps) with a TTL; ``mail:stats`` counts
+Redis keeps them in hashes (:mod:`eventbus.mail.record_redis`), SQLite in the broker's file
+(:mod:`eventbus.mail.record_sqlite`), ``memory://`` in a dict (:mod:`eventbus.mail.record_memory`). Counters:
 sent, failed, retried, skipped (already sent) and uncertain (found in ``sending`` after a crash).
-The worker path uses an asyncio Redis client on the worker's event loop, one round trip per step.
+
+The worker moves records with two operations, :class:`Claim` and :class:`Finish` (and reads them
+with :class:`Peek`). Those issued in
+the same event-loop tick (the concurrent sends of a bulk chunk) go to the store together, in one
+round trip (:class:`Coalescer`); nothing waits for a later tick, so a record is written as soon as
+the SMTP reply it records has arrived.
 """
 
 from __future__ import annotations
@@ -12,16 +16,15 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
-import threading
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import dramatiq
-import redis
-import redis.asyncio
+
+UNCERTAIN = "uncertain: a worker stopped while handing this email to SMTP; not resent (at most once)"
 
 
 class SendState(enum.StrEnum):
@@ -70,9 +73,14 @@ class SendRecord:
         )
 
 
+def claim_fields_for(to: Sequence[str], template: str, message_id: str) -> dict[str, str]:
+    """What a claim needs to create a record that is missing (expired, or written by an older version)."""
+    return {"to": json.dumps(list(to)), "template": template, "message_id": message_id, "created_ms": str(now_ms())}
+
+
 def new_fields(to: Sequence[str], template: str, message_id: str) -> dict[str, str]:
     """The fields of a fresh pending record."""
-    now = str(_now_ms())
+    now = str(now_ms())
     return {
         "state": SendState.PENDING.value,
         "to": json.dumps(list(to)),
@@ -83,6 +91,39 @@ def new_fields(to: Sequence[str], template: str, message_id: str) -> dict[str, s
         "created_ms": now,
         "updated_ms": now,
     }
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Take an email for sending; the result is the record as it was before (None: it was missing).
+
+    pending or missing -> sending (attempts + 1); sending -> failed as uncertain (counted), because a
+    worker stopped while handing it to SMTP; sent or failed -> unchanged (counted as skipped).
+    ``fields`` create a missing record.
+    """
+
+    key: str
+    fields: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Finish:
+    """Write the outcome of an attempt and bump ``counter``."""
+
+    key: str
+    state: SendState
+    updates: dict[str, str]
+    counter: str
+
+
+@dataclass(frozen=True)
+class Peek:
+    """Read a record without changing it: a retried chunk leaves out the emails already settled."""
+
+    key: str
+
+
+Op = Claim | Finish | Peek
 
 
 class RecordStore(Protocol):
@@ -104,12 +145,8 @@ class RecordStore(Protocol):
         """Move pending (or missing) to sending; returns the record as it was before (None: missing)."""
         ...
 
-    async def finish(self, key: str, state: SendState, updates: dict[str, str], counter: str) -> None:
-        """Write the outcome of an attempt and bump ``counter`` in one round trip."""
-        ...
-
-    async def count(self, counter: str) -> None:
-        """Bump a counter."""
+    async def apply(self, ops: Sequence[Op]) -> list[SendRecord | None]:
+        """Run ``ops`` in order in one round trip; one result per op (None for a Finish)."""
         ...
 
     async def aclose(self) -> None:
@@ -117,156 +154,74 @@ class RecordStore(Protocol):
         ...
 
 
-# KEYS[1] record; ARGV: ttl, then field/value pairs. Returns the old state or false.
-_CREATE = """
-local old = redis.call("hget", KEYS[1], "state")
-if old then return old end
-redis.call("hset", KEYS[1], unpack(ARGV, 2))
-redis.call("expire", KEYS[1], ARGV[1])
-return false
-"""
+class Coalescer:
+    """Ops submitted during one event-loop tick are applied together at the start of the next.
 
-# KEYS[1] record; ARGV: ttl, now_ms, then field/value pairs for a missing record. Returns the old hash.
-_CLAIM = """
-local old = redis.call("hgetall", KEYS[1])
-local state = redis.call("hget", KEYS[1], "state")
-if not state then
-    redis.call("hset", KEYS[1], unpack(ARGV, 3))
-    redis.call("expire", KEYS[1], ARGV[1])
-    state = "pending"
-end
-if state == "pending" then
-    redis.call("hset", KEYS[1], "state", "sending", "updated_ms", ARGV[2])
-    redis.call("hincrby", KEYS[1], "attempts", 1)
-end
-return old
-"""
+    A batch never waits for an earlier one to finish: each is its own round trip.
+    """
 
+    def __init__(self, apply: Callable[[Sequence[Op]], Awaitable[list[SendRecord | None]]]) -> None:
+        self._apply = apply
+        self._queued: list[tuple[Op, asyncio.Future[SendRecord | None]]] = []
+        self._running: set[asyncio.Task[None]] = set()
 
-class RedisRecords:
-    """Send records in Redis under the broker's namespace."""
-
-    def __init__(self, client: redis.Redis, url: str, namespace: str, ttl_s: int) -> None:  # type: ignore[type-arg]
-        self.client = client
-        self.url = url
-        self.namespace = namespace
-        self.ttl_s = ttl_s
-        self._create = client.register_script(_CREATE)
-        self._aio: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[redis.asyncio.Redis, Any]]  # type: ignore[type-arg]
-        self._aio = weakref.WeakKeyDictionary()
-
-    def key(self, key: str) -> str:
-        return f"{self.namespace}:mail:send:{key}"
-
-    @property
-    def stats_key(self) -> str:
-        return f"{self.namespace}:mail:stats"
-
-    def create_pending(self, rows: Sequence[tuple[str, dict[str, str]]]) -> list[SendState | None]:
-        if not rows:
-            return []
-        with self.client.pipeline(transaction=False) as pipe:
-            for key, fields in rows:
-                flat = [x for kv in fields.items() for x in kv]
-                self._create(keys=[self.key(key)], args=[self.ttl_s, *flat], client=pipe)
-            results = pipe.execute()
-        return [SendState(r.decode()) if r else None for r in results]
-
-    def get(self, key: str) -> SendRecord | None:
-        raw = self.client.hgetall(self.key(key))
-        if not raw:
-            return None
-        return SendRecord.from_hash(key, {k.decode(): v.decode() for k, v in raw.items()})
-
-    def stats(self) -> dict[str, int]:
-        raw = self.client.hgetall(self.stats_key)
-        return {k.decode(): int(v) for k, v in raw.items()}
-
-    def _client(self) -> tuple[redis.asyncio.Redis, Any]:  # type: ignore[type-arg]
-        """One asyncio client per event loop (the worker's loop thread), created on first use."""
+    async def run(self, *ops: Op) -> list[SendRecord | None]:
+        """Apply ``ops`` (in order, in one batch) with whatever else was submitted in this tick."""
         loop = asyncio.get_running_loop()
-        if loop not in self._aio:
-            client = redis.asyncio.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5)
-            self._aio[loop] = (client, client.register_script(_CLAIM))
-        return self._aio[loop]
+        futures: list[asyncio.Future[SendRecord | None]] = []
+        if not self._queued:
+            loop.call_soon(self._flush)
+        for op in ops:
+            future: asyncio.Future[SendRecord | None] = loop.create_future()
+            self._queued.append((op, future))
+            futures.append(future)
+        return list(await asyncio.gather(*futures))
 
-    async def claim(self, key: str, fields: dict[str, str]) -> SendRecord | None:
-        _, script = self._client()
-        flat = [x for kv in fields.items() for x in kv]
-        raw = await script(keys=[self.key(key)], args=[self.ttl_s, _now_ms(), *flat])
-        if not raw:
-            return None
-        pairs = [x.decode() for x in raw]
-        return SendRecord.from_hash(key, dict(zip(pairs[::2], pairs[1::2])))
+    def _flush(self) -> None:
+        batch, self._queued = self._queued, []
+        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
 
-    async def finish(self, key: str, state: SendState, updates: dict[str, str], counter: str) -> None:
-        client, _ = self._client()
-        async with client.pipeline(transaction=True) as pipe:
-            mapping: dict[str | bytes, str] = {"state": state.value, "updated_ms": str(_now_ms())}
-            mapping.update(updates)
-            pipe.hset(self.key(key), mapping=mapping)
-            pipe.hincrby(self.stats_key, counter, 1)
-            await pipe.execute()
-
-    async def count(self, counter: str) -> None:
-        client, _ = self._client()
-        await client.hincrby(self.stats_key, counter, 1)
-
-    async def aclose(self) -> None:
-        """Close the asyncio clients of the running loop (worker shutdown)."""
-        entry = self._aio.pop(asyncio.get_running_loop(), None)
-        if entry is not None:
-            await entry[0].aclose()  # type: ignore[attr-defined]
+    async def _send(self, batch: list[tuple[Op, asyncio.Future[SendRecord | None]]]) -> None:
+        try:
+            results = await self._apply([op for op, _ in batch])
+        except BaseException as exc:  # every waiter learns it; a cancelled waiter is simply skipped
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, future), result in zip(batch, results):
+            if not future.done():
+                future.set_result(result)
 
 
-class MemoryRecords:
-    """Send records in a dict, for ``memory://`` (TestBus)."""
+def claim_fields(fields: dict[str, str]) -> str:
+    """Apply a claim to a record's fields in place (memory and SQLite); returns the counter to bump, or ''."""
+    state = fields.get("state", SendState.PENDING.value)
+    if state == SendState.PENDING.value:
+        attempts = str(int(fields.get("attempts") or 0) + 1)
+        fields.update(state=SendState.SENDING.value, attempts=attempts, updated_ms=str(now_ms()))
+        return ""
+    if state == SendState.SENDING.value:
+        fields.update(state=SendState.FAILED.value, code="", text=UNCERTAIN, updated_ms=str(now_ms()))
+        return "uncertain"
+    return "skipped"
 
-    def __init__(self) -> None:
-        self.records: dict[str, dict[str, str]] = {}
-        self.counters: dict[str, int] = {}
-        self._lock = threading.Lock()
 
-    def create_pending(self, rows: Sequence[tuple[str, dict[str, str]]]) -> list[SendState | None]:
-        out: list[SendState | None] = []
-        with self._lock:
-            for key, fields in rows:
-                old = self.records.get(key)
-                out.append(SendState(old["state"]) if old else None)
-                if old is None:
-                    self.records[key] = dict(fields)
-        return out
+_coalescers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, tuple[RecordStore, Coalescer]]]
+_coalescers = weakref.WeakKeyDictionary()
 
-    def get(self, key: str) -> SendRecord | None:
-        with self._lock:
-            raw = self.records.get(key)
-            return SendRecord.from_hash(key, raw) if raw else None
 
-    def stats(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self.counters)
-
-    async def claim(self, key: str, fields: dict[str, str]) -> SendRecord | None:
-        with self._lock:
-            old = self.records.get(key)
-            before = SendRecord.from_hash(key, old) if old else None
-            if old is None:
-                old = self.records[key] = dict(fields)
-            if old["state"] == SendState.PENDING:
-                old.update(state=SendState.SENDING.value, attempts=str(int(old.get("attempts") or 0) + 1))
-            return before
-
-    async def finish(self, key: str, state: SendState, updates: dict[str, str], counter: str) -> None:
-        with self._lock:
-            self.records.setdefault(key, {}).update(state=state.value, updated_ms=str(_now_ms()), **updates)
-            self.counters[counter] = self.counters.get(counter, 0) + 1
-
-    async def count(self, counter: str) -> None:
-        with self._lock:
-            self.counters[counter] = self.counters.get(counter, 0) + 1
-
-    async def aclose(self) -> None:
-        return None
+def coalescer(store: RecordStore) -> Coalescer:
+    """The coalescer of ``store`` on the running event loop (the worker's loop thread)."""
+    per_loop = _coalescers.setdefault(asyncio.get_running_loop(), {})
+    entry = per_loop.get(id(store))
+    if entry is None or entry[0] is not store:
+        entry = per_loop[id(store)] = (store, Coalescer(store.apply))
+    return entry[1]
 
 
 def record_store(broker: dramatiq.Broker | None = None) -> RecordStore:
@@ -274,7 +229,9 @@ def record_store(broker: dramatiq.Broker | None = None) -> RecordStore:
     from eventbus.broker import get_broker
     from eventbus.brokers.redis import RedisBroker
     from eventbus.brokers.sqlite import SQLiteBroker
-    from eventbus.brokers.sqlite_records import SQLiteRecords
+    from eventbus.mail.record_memory import MemoryRecords
+    from eventbus.mail.record_redis import RedisRecords
+    from eventbus.mail.record_sqlite import SQLiteSendRecords
     from eventbus.settings import get_settings
 
     broker = broker or get_broker()
@@ -283,7 +240,7 @@ def record_store(broker: dramatiq.Broker | None = None) -> RecordStore:
         if isinstance(broker, RedisBroker):
             store = RedisRecords(broker.client, broker.url, broker.namespace, get_settings().mail_record_ttl_s)
         elif isinstance(broker, SQLiteBroker):
-            store = SQLiteRecords(broker.store, get_settings().mail_record_ttl_s)
+            store = SQLiteSendRecords(broker.store, get_settings().mail_record_ttl_s)
         else:
             store = MemoryRecords()
         broker._eventbus_send_records = store  # type: ignore[attr-defined]
@@ -300,5 +257,6 @@ def get_send_record(key: str) -> SendRecord | None:
     return record_store().get(key)
 
 
-def _now_ms() -> int:
+def now_ms() -> int:
+    """Wall-clock milliseconds, as stored in records."""
     return int(time.time() * 1000)

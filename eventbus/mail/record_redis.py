@@ -1,0 +1,170 @@
+"""Send records in Redis, under the broker namespace.
+
+``mail:send:<key>`` is a hash (state, to, template, message_id, attempts, code, text, accepted,
+refused, timestamps) with a TTL; ``mail:stats`` counts sent, failed, retried, skipped and uncertain.
+The worker path uses an asyncio client on the worker's event loop: a batch of claims and finishes
+is one Lua call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import weakref
+from collections.abc import Sequence
+
+import redis
+import redis.asyncio
+from redis.exceptions import NoScriptError
+
+from eventbus.mail.record import UNCERTAIN, Claim, Finish, Op, Peek, SendRecord, SendState, now_ms
+
+# KEYS[1] record; ARGV: ttl, then field/value pairs. Returns the old state or false.
+_CREATE = """
+local old = redis.call("hget", KEYS[1], "state")
+if old then return old end
+redis.call("hset", KEYS[1], unpack(ARGV, 2))
+redis.call("expire", KEYS[1], ARGV[1])
+return false
+"""
+
+# A batch of claims and finishes (eventbus.mail.record.Claim / Finish), in order, in one call.
+# KEYS[1] stats, KEYS[1 + i] the record of op i. ARGV[1] ttl_s, ARGV[2] now_ms, ARGV[3] the
+# uncertain text, then three per op: "claim", "finish" or "peek", the finish's counter, its fields
+# as JSON. Returns one entry per op: {state, accepted} as they were before a claim or at a peek
+# (state nil: missing), 0 for a finish.
+_APPLY = """
+local out = {}
+for i = 2, #KEYS do
+    local key = KEYS[i]
+    local at = 4 + (i - 2) * 3
+    local fields = cjson.decode(ARGV[at + 2])
+    if ARGV[at] == "peek" then
+        out[#out + 1] = redis.call("hmget", key, "state", "accepted")
+    elseif ARGV[at] == "finish" then
+        local flat = {}
+        for k, v in pairs(fields) do
+            flat[#flat + 1] = k
+            flat[#flat + 1] = v
+        end
+        redis.call("hset", key, unpack(flat))
+        redis.call("hincrby", KEYS[1], ARGV[at + 1], 1)
+        out[#out + 1] = 0
+    else
+        local old = redis.call("hmget", key, "state", "accepted")
+        local state = old[1] or "pending"
+        if not old[1] then
+            local flat = {"state", "pending", "attempts", "0", "accepted", "[]"}
+            for k, v in pairs(fields) do
+                flat[#flat + 1] = k
+                flat[#flat + 1] = v
+            end
+            redis.call("hset", key, unpack(flat))
+            redis.call("expire", key, ARGV[1])
+        end
+        if state == "pending" then
+            redis.call("hset", key, "state", "sending", "updated_ms", ARGV[2])
+            redis.call("hincrby", key, "attempts", 1)
+        elseif state == "sending" then
+            redis.call("hset", key, "state", "failed", "code", "", "text", ARGV[3], "updated_ms", ARGV[2])
+            redis.call("hincrby", KEYS[1], "uncertain", 1)
+        else
+            redis.call("hincrby", KEYS[1], "skipped", 1)
+        end
+        out[#out + 1] = old
+    end
+end
+return out
+"""
+
+
+class RedisRecords:
+    """Send records in Redis under the broker's namespace."""
+
+    def __init__(self, client: redis.Redis, url: str, namespace: str, ttl_s: int) -> None:  # type: ignore[type-arg]
+        self.client = client
+        self.url = url
+        self.namespace = namespace
+        self.ttl_s = ttl_s
+        self._create = client.register_script(_CREATE)
+        self._apply_sha = hashlib.sha1(_APPLY.encode()).hexdigest()
+        self._aio: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis]  # type: ignore[type-arg]
+        self._aio = weakref.WeakKeyDictionary()
+
+    def key(self, key: str) -> str:
+        return f"{self.namespace}:mail:send:{key}"
+
+    @property
+    def stats_key(self) -> str:
+        return f"{self.namespace}:mail:stats"
+
+    def create_pending(self, rows: Sequence[tuple[str, dict[str, str]]]) -> list[SendState | None]:
+        if not rows:
+            return []
+        with self.client.pipeline(transaction=False) as pipe:
+            for key, fields in rows:
+                flat = [x for kv in fields.items() for x in kv]
+                self._create(keys=[self.key(key)], args=[self.ttl_s, *flat], client=pipe)
+            results = pipe.execute()
+        return [SendState(r.decode()) if r else None for r in results]
+
+    def get(self, key: str) -> SendRecord | None:
+        raw = self.client.hgetall(self.key(key))
+        if not raw:
+            return None
+        return SendRecord.from_hash(key, {k.decode(): v.decode() for k, v in raw.items()})
+
+    def stats(self) -> dict[str, int]:
+        raw = self.client.hgetall(self.stats_key)
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    async def claim(self, key: str, fields: dict[str, str]) -> SendRecord | None:
+        """See :class:`eventbus.mail.record.Claim` (the record returned carries only state and accepted)."""
+        return (await self.apply([Claim(key, fields)]))[0]
+
+    async def apply(self, ops: Sequence[Op]) -> list[SendRecord | None]:
+        """One EVALSHA for the whole batch (loading the script once if the server does not have it)."""
+        if not ops:
+            return []
+        now = now_ms()
+        args: list[str | int] = [self.ttl_s, now, UNCERTAIN]
+        for op in ops:
+            if isinstance(op, Claim):
+                args += ["claim", "", json.dumps(op.fields)]
+            elif isinstance(op, Peek):
+                args += ["peek", "", "{}"]
+            else:
+                fields = {**op.updates, "state": op.state.value, "updated_ms": str(now)}
+                args += ["finish", op.counter, json.dumps(fields)]
+        keys = [self.stats_key, *(self.key(op.key) for op in ops)]
+        client = self._client()
+        try:
+            raw = await client.evalsha(self._apply_sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+        except NoScriptError:
+            await client.script_load(_APPLY)  # type: ignore[no-untyped-call]
+            raw = await client.evalsha(self._apply_sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+        out: list[SendRecord | None] = []
+        for op, result in zip(ops, raw):
+            if isinstance(op, Finish) or not result or result[0] is None:
+                out.append(None)
+                continue
+            accepted = json.loads(result[1]) if len(result) > 1 and result[1] else []
+            out.append(SendRecord(op.key, SendState(result[0].decode()), accepted=accepted))
+        return out
+
+    def _client(self) -> redis.asyncio.Redis:  # type: ignore[type-arg]
+        """One asyncio client per event loop (the worker's loop thread), created on first use."""
+        loop = asyncio.get_running_loop()
+        client = self._aio.get(loop)
+        if client is None:
+            client = self._aio[loop] = redis.asyncio.Redis.from_url(
+                self.url, socket_timeout=5, socket_connect_timeout=5
+            )
+        return client
+
+    async def aclose(self) -> None:
+        """Close the asyncio client of the running loop (worker shutdown)."""
+        client = self._aio.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()  # type: ignore[attr-defined]
