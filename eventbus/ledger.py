@@ -135,6 +135,17 @@ def transition(
     return op
 
 
+def fanout_record(message: dramatiq.Message[Any], now_ms: int, worker: str) -> dict[str, Any]:
+    """The write for an event fanned out by its events consumer: completed, the event kept for replay."""
+    attempt = int(message.options.get("retries", 0)) + 1
+    op = transition(message, JobState.COMPLETED, attempt, at_ms=now_ms, started_at_ms=now_ms, finished_at_ms=now_ms)
+    op["f"]["worker"] = worker
+    event = message.kwargs["event"]
+    op["ev"] = encoder.dumps(event).decode()
+    op["eid"] = str(event["id"])
+    return op
+
+
 def coalesce(ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Fold each job's writes in one batch into one write, in sequence order, with their whole history.
 

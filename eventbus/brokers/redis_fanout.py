@@ -16,16 +16,14 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from typing import Any
 
 import dramatiq
 
-from eventbus import encoder
 from eventbus.brokers import Message
 from eventbus.brokers.redis import RedisBroker, _Consumer
 from eventbus.brokers.redis_reconnect import REDIS_ERRORS
 from eventbus.delivery import FANOUT_ACTOR, once_key, plan_fanout
-from eventbus.ledger import JobState, transition, worker_name
+from eventbus.ledger import fanout_record, worker_name
 from eventbus.middleware.ledger import ledger_writer
 from eventbus.settings import get_settings
 
@@ -97,17 +95,7 @@ class FanoutConsumer(_Consumer):
         if self.ledger is not None:
             now = int(time.time() * 1000)
             for event in done:
-                self.ledger.add(self._record(event, now))
-
-    def _record(self, message: Message, now_ms: int) -> dict[str, Any]:
-        """The fan-out's ledger write: completed, with the event kept for replay."""
-        attempt = int(message.options.get("retries", 0)) + 1
-        op = transition(message, JobState.COMPLETED, attempt, at_ms=now_ms, started_at_ms=now_ms, finished_at_ms=now_ms)
-        op["f"]["worker"] = self.worker
-        event = message.kwargs["event"]
-        op["ev"] = encoder.dumps(event).decode()
-        op["eid"] = str(event["id"])
-        return op
+                self.ledger.add(fanout_record(event, now, self.worker))
 
     def _dead_letter(self, message: Message, exc: Exception) -> None:
         error = f"{type(exc).__name__}: {exc}"
