@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
+from hiredis import pack_command  # in C; redis-py's packer encodes each argument in Python first
 
 
 class Direct:
@@ -65,7 +66,7 @@ class Direct:
         """
         conn = self._take()
         try:
-            packed = conn.pack_commands(commands)
+            packed = [b"".join(pack_command(tuple(command)) for command in commands)]
             try:
                 conn.send_packed_command(packed)
                 return _replies(conn, len(commands))
