@@ -208,11 +208,12 @@ def bench_drain(n: int, runs: int) -> dict[str, Any]:
             finally:
                 side.stop()
     out: dict[str, Any] = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in rows.items()}
-    # An eventbus event is two jobs (fan-out + delivery); compare jobs per second.
-    eb_jobs = out["eventbus"]["jobs"] / (out["eventbus"]["events"] / out["eventbus"]["events_per_s"])
-    dq_jobs = out["dramatiq"]["jobs"] / (out["dramatiq"]["events"] / out["dramatiq"]["events_per_s"])
-    out["eventbus"]["jobs_per_s"] = round(eb_jobs)
-    out["dramatiq"]["jobs_per_s"] = round(dq_jobs)
-    out["ratio_jobs_per_s"] = round(eb_jobs / dq_jobs, 2)
-    out["ratio_events_per_s"] = round(out["eventbus"]["events_per_s"] / out["dramatiq"]["events_per_s"], 2)
+    # One eventbus event is one delivery (one subscriber) plus its fan-out, which the ledger records as a
+    # job of the events queue; one plain Dramatiq message is one job. Both comparisons are reported.
+    eb, dq = out["eventbus"], out["dramatiq"]
+    eb["deliveries_per_s"] = eb["events_per_s"]
+    eb["jobs_per_s"] = round(eb["jobs"] / (eb["events"] / eb["events_per_s"]))
+    dq["jobs_per_s"] = dq["events_per_s"]
+    out["ratio_deliveries_vs_dramatiq_jobs"] = round(eb["deliveries_per_s"] / dq["jobs_per_s"], 2)
+    out["ratio_jobs_per_s"] = round(eb["jobs_per_s"] / dq["jobs_per_s"], 2)
     return out

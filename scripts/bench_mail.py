@@ -274,7 +274,4 @@ def bench_all(n: int = 2000) -> dict[str, Any]:
 
 if __name__ == "__main__":
     figures = bench_all(int(sys.argv[1]) if len(sys.argv) > 1 else 2000)
-    text = json.dumps(figures, indent=2)
-    print(text)
-    (ROOT / "bench").mkdir(exist_ok=True)
-    (ROOT / "bench" / "mail-latest.json").write_text(text + "\n")
+    print(json.dumps(figures, indent=2))
