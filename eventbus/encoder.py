@@ -1,11 +1,13 @@
 """How messages and ledger writes become bytes: JSON, encoded by orjson (about ten times faster than ``json``).
 
 The bytes are plain JSON, readable by Dramatiq's own ``JSONEncoder`` and by the Lua scripts
-(cjson). Encoding is as strict as ``json.dumps``: a ``datetime``, a dataclass or any other object
-that is not JSON raises ``TypeError`` (so publishing it raises PayloadNotSerializable). NaN and
-infinities become ``null`` (``json`` would write invalid JSON), and UUIDs and enums are written as
-their value. Integers beyond 64 bits, which orjson refuses, go through ``json`` instead. Decoding
-stays with ``json``: orjson would read such integers as floats and lose digits.
+(cjson). Whatever orjson refuses (integers beyond 64 bits, strings with lone surrogates, as
+aiosmtplib makes of odd bytes in a server reply, very deep nesting, non-string keys) goes
+through ``json`` instead, so ``json``'s rules decide: a ``datetime``, a dataclass or any other
+object that is not JSON raises ``TypeError`` (so publishing it raises PayloadNotSerializable).
+Where orjson accepts more than ``json``, it writes the value: NaN and infinities become ``null``
+and UUIDs and enums their value. Decoding stays with ``json``: orjson would read big integers as
+floats and lose digits.
 """
 
 from __future__ import annotations
@@ -17,17 +19,24 @@ import dramatiq
 import orjson
 from dramatiq.errors import DecodeError
 
-_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
 def dumps(data: Any) -> bytes:
     """``data`` as compact JSON bytes; TypeError for anything that is not JSON."""
     try:
         return orjson.dumps(data, option=_OPTIONS)
-    except orjson.JSONEncodeError as exc:
-        if "64-bit" not in str(exc):
-            raise
-        return json.dumps(data, separators=(",", ":")).encode()
+    except orjson.JSONEncodeError:
+        return json.dumps(data, separators=(",", ":")).encode()  # ASCII: json escapes the rest
+
+
+def dumps_for_lua(data: Any) -> bytes:
+    """Like :func:`dumps`, for text the Lua scripts decode: cjson cannot read an escaped lone surrogate,
+    so such characters (odd bytes in an SMTP reply, say) become ``?`` (fine for ledger display text)."""
+    try:
+        return orjson.dumps(data, option=_OPTIONS)
+    except orjson.JSONEncodeError:
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "replace")
 
 
 def loads(data: bytes | str) -> Any:

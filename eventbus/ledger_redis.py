@@ -211,7 +211,7 @@ class RedisLedger:
         if not ops:
             return 0
         args = self.retention.args()
-        chunks = [encoder.dumps(ops[i : i + _CHUNK]) for i in range(0, len(ops), _CHUNK)]
+        chunks = [encoder.dumps_for_lua(ops[i : i + _CHUNK]) for i in range(0, len(ops), _CHUNK)]
         return sum(int(self.direct.evalsha(self._apply, self.namespace, chunk, *args)) for chunk in chunks)
 
     def get(self, job_ids: Iterable[str]) -> list[JobRecord | None]:

@@ -22,7 +22,18 @@ def test_integers_beyond_64_bits_round_trip_exactly():
     assert encoder.JSONEncoder().decode(encoder.JSONEncoder().encode(data)) == data
 
 
-@pytest.mark.parametrize("value", [datetime(2026, 1, 1), {1, 2}, object(), b"bytes"])
+def test_what_orjson_refuses_but_json_writes_still_round_trips():
+    # a lone surrogate (aiosmtplib decodes odd bytes in an SMTP reply so), deep nesting, int keys
+    deep: list = []
+    cur = deep
+    for _ in range(300):
+        cur.append([])
+        cur = cur[0]
+    for data in ({"error": "421 bad \udcff byte"}, {"deep": deep}, {"by_id": {1: "a"}}):
+        assert encoder.JSONEncoder().decode(encoder.dumps(data)) == json.loads(json.dumps(data))
+
+
+@pytest.mark.parametrize("value", [datetime(2026, 1, 1), {1, 2}, object(), b"bytes", {datetime(2026, 1, 1): 1}])
 def test_what_is_not_json_raises_type_error(value):
     with pytest.raises(TypeError):
         encoder.dumps({"x": value})

@@ -321,10 +321,13 @@ class RedisBroker(HookCache, _DramatiqRedisBroker):
         flags: list[int] = []
         if len(chunks) <= 1:
             take = {q: n for q, n in (take or {}).items() if n > 0}
-            # In hand before the script runs: a reconciliation never requeues a message being taken.
-            candidates = [(m.queue_name, m.options["redis_message_id"]) for m, _ in staged if m.queue_name in take]
-            for queue, rid in candidates:
-                InHand.of(self.broker_id, queue).add(rid)
+            # Held before the script runs: a reconciliation never requeues a message being taken.
+            candidates: dict[str, list[str]] = {}
+            for m, _ in staged:
+                if m.queue_name in take:
+                    candidates.setdefault(m.queue_name, []).append(m.options["redis_message_id"])
+            for queue, rids in candidates.items():
+                InHand.of(self.broker_id, queue).reserve(*rids)
             budget = [x for pair in take.items() for x in pair]
             try:
                 flags = self.direct.evalsha(
@@ -337,12 +340,18 @@ class RedisBroker(HookCache, _DramatiqRedisBroker):
                     len(take),
                     *budget,
                     *(chunks[0] if chunks else ()),
+                    resend=not take,  # a resent take finds its once-keys and would hand out nothing
                 )
+            except Exception:
+                for queue in candidates:  # the script may have taken some: look at the ack sets soon
+                    InHand.of(self.broker_id, queue).connection_lost()
+                raise
             finally:
-                taken_ids = {m.options["redis_message_id"] for (m, _), f in zip(staged, flags) if f == 2}
-                for queue, rid in candidates:
-                    if rid not in taken_ids:
-                        InHand.of(self.broker_id, queue).discard(rid)
+                for queue, rids in candidates.items():
+                    in_hand = InHand.of(self.broker_id, queue)
+                    in_hand.add(*(m.options["redis_message_id"] for (m, _), f in zip(staged, flags) if f == 2
+                                  and m.queue_name == queue))  # fmt: skip
+                    in_hand.release(*rids)
         else:
             with self.client.pipeline(transaction=False) as pipe:
                 for args in chunks:
@@ -429,6 +438,8 @@ class _Consumer(_RedisConsumer):
                         self.emptied = len(self.message_cache) < free
                         if self.message_cache:
                             continue
+                if self.handed:  # handed over while this thread fetched (that wake was cleared)
+                    continue
                 if not self.bell.event.wait(self.timeout / 1000):
                     if time.monotonic() >= self.poll_at:
                         self.emptied = False  # no ring for a while: look once anyway
@@ -495,7 +506,11 @@ class _Consumer(_RedisConsumer):
             try:
                 self._requeue_ids(left)
             except dramatiq.errors.ConnectionClosed as e:
-                logger.warning("could not give back %d message(s) at close (%s); recovery will", len(left), e)
+                # Not in hand any more: the next consumer's reconciliation requeues them (or, if this
+                # process is stopping, the janitor of another one).
+                self.in_hand.discard(*left)
+                self.in_hand.connection_lost()
+                logger.warning("could not give back %d message(s) at close (%s); they will be requeued", len(left), e)
         try:
             self.broker.writes.flush()
         except redis.RedisError as e:

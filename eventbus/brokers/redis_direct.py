@@ -55,14 +55,16 @@ class Direct:
         else:
             conn.disconnect()
 
-    def call(self, *args: Any) -> Any:
+    def call(self, *args: Any, resend: bool = True) -> Any:
         """One command; its reply (a ResponseError reply is raised)."""
-        return self.pipeline([args])[0]
+        return self.pipeline([args], resend=resend)[0]
 
-    def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+    def pipeline(self, commands: Sequence[Sequence[Any]], *, resend: bool = True) -> list[Any]:
         """Several commands in one round trip; their replies in order.
 
         The first error reply is raised after every reply was read, so the connection stays usable.
+        A dropped connection sends the commands once more, unless ``resend`` is False: commands that
+        may have run already and whose reply matters (a take) must not run twice.
         """
         conn = self._take()
         try:
@@ -72,6 +74,8 @@ class Direct:
                 return _replies(conn, len(commands))
             except redis.ConnectionError:  # a dropped connection: once more on a new one, like the client
                 conn.disconnect()
+                if not resend:
+                    raise
                 conn.send_packed_command(packed)
                 return _replies(conn, len(commands))
         except redis.ResponseError:
@@ -82,16 +86,16 @@ class Direct:
         finally:
             self._give(conn)
 
-    def evalsha(self, script: Any, *args: Any, keys: int = 0) -> Any:
+    def evalsha(self, script: Any, *args: Any, keys: int = 0, resend: bool = True) -> Any:
         """Run a registered ``script`` (redis-py ``Script``); the first ``keys`` of ``args`` are its KEYS.
 
         Loads the script first if Redis forgot it (a restart).
         """
         try:
-            return self.call("EVALSHA", script.sha, keys, *args)
+            return self.call("EVALSHA", script.sha, keys, *args, resend=resend)
         except redis.exceptions.NoScriptError:
             script.sha = self.call("SCRIPT", "LOAD", script.script).decode()
-            return self.call("EVALSHA", script.sha, keys, *args)
+            return self.call("EVALSHA", script.sha, keys, *args, resend=resend)
 
 
 def _replies(conn: Any, n: int) -> list[Any]:

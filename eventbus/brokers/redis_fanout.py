@@ -18,13 +18,15 @@ import time
 import traceback
 
 import dramatiq
+import redis
 
 from eventbus.brokers import Message
 from eventbus.brokers.redis import RedisBroker, _Consumer
 from eventbus.brokers.redis_reconnect import REDIS_ERRORS
 from eventbus.delivery import FANOUT_ACTOR, once_key, plan_fanout
-from eventbus.ledger import fanout_record, worker_name
+from eventbus.ledger import JobState, fanout_record, transition, worker_name
 from eventbus.middleware.ledger import ledger_writer
+from eventbus.priority import Priority
 from eventbus.settings import get_settings
 
 logger = logging.getLogger("eventbus.fanout")
@@ -66,26 +68,38 @@ class FanoutConsumer(_Consumer):
         return self._hand_out(other) if other is not None else None
 
     def _fan_out(self, events: list[Message]) -> None:
-        deliveries: list[Message] = []
-        done: list[Message] = []
+        planned: list[tuple[Message, list[Message]]] = []
         for event in events:
             try:
                 kwargs = event.kwargs
-                deliveries += plan_fanout(kwargs["event"], kwargs.get("priority"), self.settings)
+                planned.append((event, plan_fanout(kwargs["event"], kwargs.get("priority"), self.settings)))
             except Exception as exc:
                 self._dead_letter(event, exc)
-                continue
-            done.append(event)
-        if not done:
+        if not planned:
             return
+        try:
+            self._write(planned)
+        except redis.RedisError:
+            raise
+        except Exception:  # one event's deliveries cannot be written: find it, and let the others go on
+            for item in planned:
+                try:
+                    self._write([item])
+                except redis.RedisError:
+                    raise
+                except Exception as exc:
+                    self._dead_letter(item[0], exc)
+
+    def _write(self, planned: list[tuple[Message, list[Message]]]) -> None:
+        """Enqueue the deliveries of ``planned`` events (most urgent first) and ack those events."""
+        deliveries = sorted((d for _, ds in planned for d in ds), key=_rank)
         consumers = self.broker.consumers
-        wanted = {d.queue_name for d in deliveries}
-        take = {q: consumers[q].room() for q in wanted if q in consumers}
+        take = {q: consumers[q].room() for q in {d.queue_name for d in deliveries} if q in consumers}
         _, taken = self.broker.write(
             deliveries,
             [once_key(d) for d in deliveries],
             self.settings.dedup_window_s,
-            ack=(self.queue_name, [e.options["redis_message_id"] for e in done]),
+            ack=(self.queue_name, [e.options["redis_message_id"] for e, _ in planned]),
             take=take,
         )
         for delivery in taken:
@@ -94,7 +108,7 @@ class FanoutConsumer(_Consumer):
             consumers[queue].wake()
         if self.ledger is not None:
             now = int(time.time() * 1000)
-            for event in done:
+            for event, _ in planned:
                 self.ledger.add(fanout_record(event, now, self.worker))
 
     def _dead_letter(self, message: Message, exc: Exception) -> None:
@@ -108,6 +122,14 @@ class FanoutConsumer(_Consumer):
             }
         )
         self.broker.do_nack(self.queue_name, message.options["redis_message_id"], dead.encode())
+        if self.ledger is not None:
+            op = transition(dead, JobState.DEAD, 1, finished_at_ms=dead.options["dead_at"], error=error)
+            op["f"]["traceback"] = dead.options["traceback"]
+            self.ledger.add(op)
         logger.error(
             "dead-lettered event message %s on %r: cannot fan it out (%s)", message.message_id, self.queue_name, error
         )
+
+
+def _rank(delivery: Message) -> int:
+    return Priority.parse(delivery.options.get("priority"), Priority.NORMAL).rank

@@ -43,6 +43,7 @@ class InHand:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.ids: set[str] = set()
+        self.pending: set[str] = set()  # being taken by a fan-out script right now (not handed out yet)
         self.schedule: list[float] = []
         self.next_steady = time.monotonic() + _STEADY_S
 
@@ -55,13 +56,22 @@ class InHand:
                 found = cls._registry[(broker_id, queue_name)] = InHand()
             return found
 
-    def add(self, message_id: str) -> None:
+    def add(self, *message_ids: str) -> None:
         with self.lock:
-            self.ids.add(message_id)
+            self.ids.update(message_ids)
 
     def discard(self, *message_ids: str) -> None:
         with self.lock:
             self.ids.difference_update(message_ids)
+
+    def reserve(self, *message_ids: str) -> None:
+        """Hold ids a script may put into this process's ack set, until :meth:`release`."""
+        with self.lock:
+            self.pending.update(message_ids)
+
+    def release(self, *message_ids: str) -> None:
+        with self.lock:
+            self.pending.difference_update(message_ids)
 
     def discard_ids(self, message_ids: list[str]) -> None:
         """:meth:`discard`, taking a list (the callback of a written ack)."""
@@ -87,7 +97,7 @@ class InHand:
         """Requeue the ids in ``acks_key`` this process does not hold; returns them."""
         members = {m.decode() if isinstance(m, bytes) else m for m in client.smembers(acks_key)}
         with self.lock:
-            orphans = sorted(members - self.ids)
+            orphans = sorted(members - self.ids - self.pending)
             now = time.monotonic()
             self.schedule = [t for t in self.schedule if t > now]
             self.next_steady = now + _STEADY_S

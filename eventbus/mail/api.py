@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -13,6 +12,7 @@ from typing import Any, cast
 import redis
 from dramatiq.middleware import CurrentMessage
 
+from eventbus import encoder
 from eventbus.broker import describe, get_broker
 from eventbus.brokers import BusBroker, Message
 from eventbus.bus import _delay_ms
@@ -285,7 +285,7 @@ def _check_json(*values: Any) -> None:
             continue
         checked.add(id(value))
         try:
-            json.dumps(value)
+            encoder.dumps(value)  # what the broker will write, by the same rules
         except (TypeError, ValueError) as exc:
             raise PayloadNotSerializable(
                 f"email context cannot be written as JSON ({exc}); use str, int, float, bool, None, list, dict"
