@@ -424,35 +424,46 @@ class _Consumer(_RedisConsumer):
                     self.in_hand.reconcile(
                         self.broker.client, self.acks_key, lambda ids: self.broker.do_requeue(self.queue_name, *ids)
                     )
-                if not self.emptied or self.bell.rings != self.seen_rings:
-                    # Clear before fetching: a ring that lands after the fetch is not lost.
-                    self.bell.event.clear()
-                    self.seen_rings = self.bell.rings
-                    self.poll_at = time.monotonic() + _IDLE_POLL_S
-                    free = self.prefetch - self.outstanding_message_count
-                    self.full = free < self.batch
-                    if not self.full:
-                        self.message_cache = self.broker.do_fetch(self.queue_name, free)
-                        # Fewer than asked for: the lists are empty now, so the next message rings.
-                        # Wait for that ring instead of fetching a trickle one message at a time.
-                        self.emptied = len(self.message_cache) < free
-                        if self.message_cache:
-                            continue
+                if self._fetch_due() and self._fetch():
+                    continue
                 if self.handed:  # handed over while this thread fetched (that wake was cleared)
                     continue
-                if not self.bell.event.wait(self.timeout / 1000):
-                    if time.monotonic() >= self.poll_at:
-                        self.emptied = False  # no ring for a while: look once anyway
-                else:
-                    self.bell.event.clear()  # taken; a ring after this still shows in ``rings``
-                    if self.bell.rings != self.seen_rings and not self.refilling and self.outstanding_message_count:
-                        # Work is in hand, so latency is not at stake: let rings coalesce into one fetch.
-                        time.sleep(_COALESCE_S)
-                self.refilling = False
+                self._wait()
                 return None
         except REDIS_ERRORS as e:
             self.in_hand.connection_lost()
             raise dramatiq.errors.ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
+
+    def _fetch_due(self) -> bool:
+        """Fetch unless the lists were found empty and nothing rang since (then the next message rings)."""
+        return not self.emptied or self.bell.rings != self.seen_rings
+
+    def _fetch(self) -> bool:
+        """Fetch as many as there is room for (once a batch of slots is free); True if any came."""
+        self.bell.event.clear()  # before fetching: a ring that lands after the fetch is not lost
+        self.seen_rings = self.bell.rings
+        self.poll_at = time.monotonic() + _IDLE_POLL_S
+        free = self.prefetch - self.outstanding_message_count
+        self.full = free < self.batch
+        if self.full:
+            return False
+        self.message_cache = self.broker.do_fetch(self.queue_name, free)
+        # Fewer than asked for: the lists are empty now, so the next message rings. Wait for that
+        # ring instead of fetching a trickle one message at a time.
+        self.emptied = len(self.message_cache) < free
+        return bool(self.message_cache)
+
+    def _wait(self) -> None:
+        """Sleep until a ring, a refill, a handover or the idle timeout."""
+        if not self.bell.event.wait(self.timeout / 1000):
+            if time.monotonic() >= self.poll_at:
+                self.emptied = False  # no ring for a while: look once anyway
+        else:
+            self.bell.event.clear()  # taken; a ring after this still shows in ``rings``
+            if self.bell.rings != self.seen_rings and not self.refilling and self.outstanding_message_count:
+                # Work is in hand, so latency is not at stake: let rings coalesce into one fetch.
+                time.sleep(_COALESCE_S)
+        self.refilling = False
 
     def _take(self) -> dramatiq.MessageProxy | None:
         """The next fetched message for a worker thread (None: it was unusable and is dead-lettered)."""
