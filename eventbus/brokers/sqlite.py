@@ -36,7 +36,9 @@ from dramatiq.common import current_millis, dq_name, q_name
 from dramatiq.errors import QueueJoinTimeout
 
 from eventbus.brokers import Message
+from eventbus.brokers import sqlite_recovery as recovery
 from eventbus.brokers import sqlite_schema as schema
+from eventbus.brokers.group_commit import AckKey, GroupWriter
 from eventbus.brokers.hooks import HookCache
 from eventbus.brokers.sqlite_limits import SQLiteLimits
 from eventbus.brokers.sqlite_recovery import SQLiteRecovery
@@ -85,6 +87,7 @@ class SQLiteBroker(HookCache, dramatiq.Broker):
         self.schedule = SQLiteSchedule(self)
         self.limits = SQLiteLimits(self)
         self.runs = SQLiteRecovery(self)
+        self.writes = GroupWriter(self._write_marks_and_acks)
 
     @classmethod
     def from_url(
@@ -164,6 +167,19 @@ class SQLiteBroker(HookCache, dramatiq.Broker):
         for message in out:
             self.emit_after("enqueue", message, delay_ms)
         return out
+
+    def _write_marks_and_acks(self, marks: list[Any], acks: list[AckKey]) -> None:
+        """One transaction for a batch of start marks and acks (see :mod:`eventbus.brokers.group_commit`).
+
+        Marks go first: a mark and the ack of the same row (a mark whose first write failed) leave nothing.
+        """
+        with self.store.transaction() as conn:
+            if marks:
+                self.runs.write_marks(conn, marks)
+            if acks:
+                rows = [(row_id,) for _, row_id in acks]
+                conn.executemany("DELETE FROM messages WHERE id = ?", rows)
+                conn.executemany(recovery.FORGET, rows)
 
     def get_declared_queues(self) -> set[str]:
         return set(self.queues)

@@ -74,6 +74,8 @@ INSERT = (
     "INSERT INTO messages (queue, rank, visible_at, eta, enqueued_at, message_id, data) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 
+INSERT_DEAD = "INSERT INTO dead_letters (queue, message_id, dead_at, error, data) VALUES (?, ?, ?, ?, ?)"
+
 # A once-key is taken when new or expired; rowcount 0 means a live duplicate.
 TAKE_ONCE = (
     "INSERT INTO once_keys (key, expires_at) VALUES (?, ?) "
