@@ -2,7 +2,8 @@
 
 Idle cost: an idle consumer sleeps on the store's change notification (see
 ``SQLiteStore.wait_for_change``) and queries its queue again only when something was committed
-to the file or when its next delayed message or expired lease falls due.
+to the file (at most every ``QUIET_S`` while commits keep coming) or when its next delayed
+message or expired lease falls due.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ if TYPE_CHECKING:
     from eventbus.brokers.sqlite import SQLiteBroker
 
 _FETCH_MAX = 500
+# A consumer that found its queue empty looks again at most this often while the process keeps
+# committing (every commit wakes every consumer): a busy worker's idle queues cost a few looks per
+# 100 ms instead of several per job, for at most this much latency on them.
+QUIET_S = 0.003
 logger = logging.getLogger("eventbus")
 
 
@@ -56,6 +61,15 @@ class SQLiteMessage(dramatiq.MessageProxy):
     def __init__(self, message: dramatiq.Message[Any], row_id: int) -> None:
         super().__init__(message)
         self.row_id = row_id
+        # The message's fields, read some 20 times per job by the middleware: held here, each read
+        # skips MessageProxy.__getattr__. The message never changes (its options dict is the same object).
+        self.queue_name = message.queue_name
+        self.actor_name = message.actor_name
+        self.args = message.args
+        self.kwargs = message.kwargs
+        self.options = message.options
+        self.message_id = message.message_id
+        self.message_timestamp = message.message_timestamp
 
 
 class SQLiteConsumer(dramatiq.Consumer):
@@ -75,6 +89,7 @@ class SQLiteConsumer(dramatiq.Consumer):
         self._starved = False  # waiting for acks to free a batch of slots
         self._seen = -1
         self._next_visible_ms = 0
+        self._quiet_until = 0.0  # no look at an empty queue before this (time.monotonic())
         self.max_message_bytes = get_settings().max_message_bytes
         self.max_lost = max(1, get_settings().max_lost_deliveries)
         self.suspect_spread_ms = get_settings().suspect_spread_ms
@@ -95,7 +110,15 @@ class SQLiteConsumer(dramatiq.Consumer):
                 self._starved = True
                 room = self._room()  # ... unless they came before it said so
             self._starved = not room
-            if room and (generation != self._seen or current_millis() >= self._next_visible_ms):
+            due = current_millis() >= self._next_visible_ms
+            if room and (generation != self._seen or due):
+                quiet_s = self._quiet_until - time.monotonic()
+                if quiet_s > 0 and not due:  # found empty a moment ago: let commits gather for one look
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return None
+                    time.sleep(min(quiet_s, left))
+                    continue
                 self._seen = generation
                 self._fetch()
                 if self.cache:
@@ -189,9 +212,10 @@ class SQLiteConsumer(dramatiq.Consumer):
         now = current_millis()
         params = {"queue": self.queue_name, "now": now, "n": want}
         conn = self.store.connection()
-        if not conn.execute(schema.FETCH, {**params, "n": 1}).fetchone():
+        self._next_visible_ms = self._next_visible(conn, params)
+        if self._next_visible_ms > now:
             # Nothing ready (or paused): sleep until a commit or until the next row falls due.
-            self._next_visible_ms = self._next_visible(conn, params)
+            self._quiet_until = time.monotonic() + QUIET_S
             return
         lease_until = now + int(self.broker.lease_s * 1000)
         with self.store.transaction() as tx:
@@ -225,6 +249,7 @@ class SQLiteConsumer(dramatiq.Consumer):
             self._dead_letter_malformed(bad)
 
     def _next_visible(self, conn: sqlite3.Connection, params: dict[str, Any]) -> int:
+        """When a row of the queue is next visible (<= now: rows are ready); a minute ahead if none is."""
         nxt = conn.execute(schema.NEXT_VISIBLE, params).fetchone()[0]
         return int(nxt) if nxt is not None else int(params["now"]) + 60_000
 
