@@ -13,6 +13,8 @@ eventbus.workers`` processes on the same host open the same file; nothing else t
 - A queue listed in ``paused`` hands out nothing; already fetched messages still run.
 - A message whose worker died while running it ``max_lost_deliveries`` times is dead-lettered
   (reason ``worker_lost``) instead of coming back forever (:mod:`eventbus.brokers.sqlite_recovery`).
+- The events queue's consumer fans events out itself, one transaction per fetched batch
+  (:mod:`eventbus.brokers.sqlite_fanout`); job-start marks and acks are group-committed.
 
 URL options: ``?lease_s=30`` (seconds a fetched message stays invisible without renewal).
 For scale-out across hosts use Redis: set EVENTBUS_BROKER_URL or REDIS_URL.
@@ -36,12 +38,15 @@ from dramatiq.common import current_millis, dq_name, q_name
 from dramatiq.errors import QueueJoinTimeout
 
 from eventbus.brokers import Message
+from eventbus.brokers import sqlite_recovery as recovery
 from eventbus.brokers import sqlite_schema as schema
+from eventbus.brokers.group_commit import AckKey, GroupWriter
 from eventbus.brokers.hooks import HookCache
 from eventbus.brokers.sqlite_limits import SQLiteLimits
 from eventbus.brokers.sqlite_recovery import SQLiteRecovery
 from eventbus.brokers.sqlite_schedule import SQLiteSchedule
 from eventbus.brokers.sqlite_store import SQLiteStore
+from eventbus.delivery import EVENTS_QUEUE
 from eventbus.errors import ConfigError
 from eventbus.priority import Priority
 
@@ -85,6 +90,7 @@ class SQLiteBroker(HookCache, dramatiq.Broker):
         self.schedule = SQLiteSchedule(self)
         self.limits = SQLiteLimits(self)
         self.runs = SQLiteRecovery(self)
+        self.writes = GroupWriter(self._write_marks_and_acks)
 
     @classmethod
     def from_url(
@@ -122,6 +128,10 @@ class SQLiteBroker(HookCache, dramatiq.Broker):
 
         if queue_name.endswith(".DQ"):
             return DelayQueueConsumer(timeout)
+        if queue_name == EVENTS_QUEUE:
+            from eventbus.brokers.sqlite_fanout import FanoutConsumer
+
+            return FanoutConsumer(self, queue_name, prefetch, timeout)
         return SQLiteConsumer(self, queue_name, prefetch, timeout)
 
     def enqueue(self, message: Message, *, delay: int | None = None) -> Message:
@@ -137,10 +147,30 @@ class SQLiteBroker(HookCache, dramatiq.Broker):
         once_ttl_s: int = 86_400,
     ) -> list[Message]:
         """See :class:`eventbus.brokers.BusBroker`: one transaction for the whole batch."""
-        now = current_millis()
         keys = list(once_keys) if once_keys is not None else [None] * len(messages)
+        return self.write(messages, keys, once_ttl_s, delay_ms=delay_ms)
+
+    def write(
+        self,
+        messages: Sequence[Message],
+        once_keys: Sequence[str | None],
+        once_ttl_s: int,
+        *,
+        delay_ms: int | None = None,
+        done: Sequence[int] = (),
+        dead: Sequence[tuple[int, Message]] = (),
+    ) -> list[Message]:
+        """Enqueue ``messages`` (those whose once-key is fresh) and, in the same transaction, delete the
+        rows ``done`` and replace the rows of ``dead`` = (row id, final message) by dead letters.
+        Returns the messages enqueued.
+
+        A fan-out's deliveries and the removal of its events are thus one commit: a crash before it
+        leaves the events leased (they come back when the lease runs out), and running a fan-out
+        again enqueues nothing new (its once-keys are taken).
+        """
+        now = current_millis()
         staged: list[tuple[Message, str | None, tuple[Any, ...]]] = []
-        for message, key in zip(messages, keys):
+        for message, key in zip(messages, once_keys):
             if delay_ms is not None:
                 message = message.copy(queue_name=dq_name(message.queue_name), options={"eta": now + delay_ms})
             eta = int(message.options.get("eta") or 0) if message.queue_name.endswith(".DQ") else 0
@@ -159,11 +189,32 @@ class SQLiteBroker(HookCache, dramatiq.Broker):
                 rows.append(row)
                 out.append(message)
             conn.executemany(schema.INSERT, rows)
-            if once_keys is not None and random.random() < 0.01:
+            if any(key is not None for key in once_keys) and random.random() < 0.01:
                 conn.execute(schema.PURGE_ONCE, (now,))
+            removed = [(row_id,) for row_id in done] + [(row_id,) for row_id, _ in dead]
+            if removed:
+                conn.executemany("DELETE FROM messages WHERE id = ?", removed)
+                conn.executemany(recovery.FORGET, removed)
+            for _, m in dead:
+                conn.execute(
+                    schema.INSERT_DEAD, (q_name(m.queue_name), m.message_id, now, m.options.get("error"), m.encode())
+                )
         for message in out:
             self.emit_after("enqueue", message, delay_ms)
         return out
+
+    def _write_marks_and_acks(self, marks: list[Any], acks: list[AckKey]) -> None:
+        """One transaction for a batch of start marks and acks (see :mod:`eventbus.brokers.group_commit`).
+
+        Marks go first: a mark and the ack of the same row (a mark whose first write failed) leave nothing.
+        """
+        with self.store.transaction() as conn:
+            if marks:
+                self.runs.write_marks(conn, marks)
+            if acks:
+                rows = [(row_id,) for _, row_id in acks]
+                conn.executemany("DELETE FROM messages WHERE id = ?", rows)
+                conn.executemany(recovery.FORGET, rows)
 
     def get_declared_queues(self) -> set[str]:
         return set(self.queues)

@@ -2,7 +2,8 @@
 
 Idle cost: an idle consumer sleeps on the store's change notification (see
 ``SQLiteStore.wait_for_change``) and queries its queue again only when something was committed
-to the file or when its next delayed message or expired lease falls due.
+to the file (at most every ``QUIET_S`` while commits keep coming) or when its next delayed
+message or expired lease falls due.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ if TYPE_CHECKING:
     from eventbus.brokers.sqlite import SQLiteBroker
 
 _FETCH_MAX = 500
+# A consumer that found its queue empty looks again at most this often while the process keeps
+# committing (every commit wakes every consumer): a busy worker's idle queues cost a few looks per
+# 100 ms instead of several per job, for at most this much latency on them.
+QUIET_S = 0.003
 logger = logging.getLogger("eventbus")
 
 
@@ -56,6 +61,15 @@ class SQLiteMessage(dramatiq.MessageProxy):
     def __init__(self, message: dramatiq.Message[Any], row_id: int) -> None:
         super().__init__(message)
         self.row_id = row_id
+        # The message's fields, read some 20 times per job by the middleware: held here, each read
+        # skips MessageProxy.__getattr__. The message never changes (its options dict is the same object).
+        self.queue_name = message.queue_name
+        self.actor_name = message.actor_name
+        self.args = message.args
+        self.kwargs = message.kwargs
+        self.options = message.options
+        self.message_id = message.message_id
+        self.message_timestamp = message.message_timestamp
 
 
 class SQLiteConsumer(dramatiq.Consumer):
@@ -69,8 +83,13 @@ class SQLiteConsumer(dramatiq.Consumer):
         self.timeout_ms = timeout
         self.leases = broker.leases(self.queue_name)
         self.cache: deque[SQLiteMessage] = deque()
+        # Fetch again once this many slots are free: a fetch brings several rows per transaction, and
+        # the worker threads still never run dry (they hold the rest of the prefetch).
+        self.batch = max(1, self.prefetch // 4)
+        self._starved = False  # waiting for acks to free a batch of slots
         self._seen = -1
         self._next_visible_ms = 0
+        self._quiet_until = 0.0  # no look at an empty queue before this (time.monotonic())
         self.max_message_bytes = get_settings().max_message_bytes
         self.max_lost = max(1, get_settings().max_lost_deliveries)
         self.suspect_spread_ms = get_settings().suspect_spread_ms
@@ -80,11 +99,26 @@ class SQLiteConsumer(dramatiq.Consumer):
         deadline = time.monotonic() + self.timeout_ms / 1000
         while True:
             if self.cache:
-                return self.cache.popleft()
+                proxy = self._take()
+                if proxy is not None:
+                    return proxy
+                continue
             self._renew_if_due()
             generation = self.store.generation
-            room = len(self.leases) < self.prefetch
-            if room and (generation != self._seen or current_millis() >= self._next_visible_ms):
+            room = self._room()
+            if not room:  # then the acks that free a batch of slots wake this consumer (see _acked) ...
+                self._starved = True
+                room = self._room()  # ... unless they came before it said so
+            self._starved = not room
+            due = current_millis() >= self._next_visible_ms
+            if room and (generation != self._seen or due):
+                quiet_s = self._quiet_until - time.monotonic()
+                if quiet_s > 0 and not due:  # found empty a moment ago: let commits gather for one look
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return None
+                    time.sleep(min(quiet_s, left))
+                    continue
                 self._seen = generation
                 self._fetch()
                 if self.cache:
@@ -92,18 +126,19 @@ class SQLiteConsumer(dramatiq.Consumer):
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
-            if room:  # else wait for an ack (a commit) to make room
+            if room:
                 left = min(left, max(0, self._next_visible_ms - current_millis()) / 1000)
             left = min(left, self.leases.renewed_at + self.broker.lease_s / 4 - time.monotonic())
             self.store.wait_for_change(generation, left)
 
     @_as_connection_error
     def ack(self, message: dramatiq.MessageProxy) -> None:
-        row_id = _row(message)
-        with self.store.transaction() as conn:
-            conn.execute("DELETE FROM messages WHERE id = ?", (row_id,))
-            conn.execute(recovery.FORGET, (row_id,))
-        self.leases.discard([row_id])
+        """Group-committed with this process's job starts (see :mod:`eventbus.brokers.group_commit`).
+
+        Written within ``ack_delay_s`` (or with the next job start); until then the row stays leased to
+        this process, its lease renewed. A ``kill -9`` in between runs the job again (at least once).
+        """
+        self.broker.writes.ack(self.queue_name, _row(message), self._acked)
 
     @_as_connection_error
     def nack(self, message: dramatiq.MessageProxy) -> None:
@@ -122,10 +157,9 @@ class SQLiteConsumer(dramatiq.Consumer):
             conn.execute("DELETE FROM messages WHERE id = ?", (row_id,))
             conn.execute(recovery.FORGET, (row_id,))
             conn.execute(
-                "INSERT INTO dead_letters (queue, message_id, dead_at, error, data) VALUES (?, ?, ?, ?, ?)",
-                (self.queue_name, dead.message_id, now, dead.options.get("error"), dead.encode()),
+                schema.INSERT_DEAD, (self.queue_name, dead.message_id, now, dead.options.get("error"), dead.encode())
             )
-        self.leases.discard([row_id])
+        self._acked([row_id])
 
     @_as_connection_error
     def requeue(self, messages: Iterable[dramatiq.MessageProxy]) -> None:
@@ -139,28 +173,54 @@ class SQLiteConsumer(dramatiq.Consumer):
                 conn.execute(
                     f"UPDATE messages SET visible_at = 0, lease_owner = NULL WHERE id IN ({_marks(chunk)})", chunk
                 )
-        self.leases.discard(ids)
+        self._acked(ids)
 
     def close(self) -> None:
-        """Give back fetched messages no worker thread has taken yet."""
+        """Give back fetched messages no worker thread has taken yet; write the acks still pending."""
         leftovers, self.cache = list(self.cache), deque()
-        self.requeue(leftovers)
+        try:
+            self.requeue(leftovers)
+        finally:
+            try:
+                self.broker.writes.flush()
+            except (sqlite3.Error, StoreBusy) as exc:
+                n = len(self.broker.writes)
+                logger.warning("could not write %d pending ack(s) at close (%s); those jobs will run again", n, exc)
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _take(self) -> SQLiteMessage | None:
+        """The next fetched message for a worker thread (None: look at the cache again)."""
+        return self.cache.popleft()
+
+    def _acked(self, row_ids: list[int]) -> None:
+        """Rows this process no longer holds (acked, nacked, requeued): free their slots.
+
+        A consumer waiting for a batch of free slots is woken here, not by the commit (which it may
+        have seen before the slots were freed).
+        """
+        self.leases.discard(row_ids)
+        if self._starved and self._room():
+            self._starved = False
+            self.store.wake()
+
+    def _room(self) -> bool:
+        return self.prefetch - len(self.leases) >= self.batch
 
     def _fetch(self) -> None:
         want = min(self.prefetch - len(self.leases), _FETCH_MAX)
         now = current_millis()
         params = {"queue": self.queue_name, "now": now, "n": want}
         conn = self.store.connection()
-        if not conn.execute(schema.FETCH, {**params, "n": 1}).fetchone():
+        self._next_visible_ms = self._next_visible(conn, params)
+        if self._next_visible_ms > now:
             # Nothing ready (or paused): sleep until a commit or until the next row falls due.
-            nxt = conn.execute(schema.NEXT_VISIBLE, params).fetchone()[0]
-            self._next_visible_ms = int(nxt) if nxt is not None else now + 60_000
+            self._quiet_until = time.monotonic() + QUIET_S
             return
         lease_until = now + int(self.broker.lease_s * 1000)
         with self.store.transaction() as tx:
             rows = tx.execute(schema.FETCH, {**params, "now": current_millis()}).fetchall()
+            fetched = len(rows)
             ids = [row[0] for row in rows]
             if ids:
                 tx.execute(
@@ -171,8 +231,9 @@ class SQLiteConsumer(dramatiq.Consumer):
                 rows = [row for row in rows if row[0] not in held_back]
                 ids = [row[0] for row in rows]
         self.leases.add(ids)
-        # A full batch may mean more is waiting: fetch again as soon as there is room.
-        self._next_visible_ms = 0 if len(ids) == want else now + 60_000
+        # A full batch may mean more is waiting: fetch again as soon as there is room. Otherwise the
+        # next fetch waits for a commit, or for the next delayed row or expired lease to fall due.
+        self._next_visible_ms = 0 if fetched == want else self._next_visible(conn, {**params, "now": current_millis()})
         bad: list[tuple[int, bytes, str]] = []
         for row_id, data in rows:
             try:
@@ -186,6 +247,11 @@ class SQLiteConsumer(dramatiq.Consumer):
             self.cache.append(SQLiteMessage(message, row_id))
         if bad:
             self._dead_letter_malformed(bad)
+
+    def _next_visible(self, conn: sqlite3.Connection, params: dict[str, Any]) -> int:
+        """When a row of the queue is next visible (<= now: rows are ready); a minute ahead if none is."""
+        nxt = conn.execute(schema.NEXT_VISIBLE, params).fetchone()[0]
+        return int(nxt) if nxt is not None else int(params["now"]) + 60_000
 
     def _handle_suspects(self, tx: sqlite3.Connection, rows: list[Any]) -> set[int]:
         """Rows whose worker died running them: dead-letter those lost ``max_lost_deliveries`` times,
@@ -211,7 +277,7 @@ class SQLiteConsumer(dramatiq.Consumer):
             tx.execute("DELETE FROM messages WHERE id = ?", (row_id,))
             tx.execute(recovery.FORGET, (row_id,))
             tx.execute(
-                "INSERT INTO dead_letters (queue, message_id, dead_at, error, data) VALUES (?, ?, ?, ?, ?)",
+                schema.INSERT_DEAD,
                 (self.queue_name, dead.message_id, dead.options["dead_at"], dead.options["error"], dead.encode()),
             )
             logger.error(
@@ -231,10 +297,9 @@ class SQLiteConsumer(dramatiq.Consumer):
                 dead = malformed.dead_letter(data, self.queue_name, error)
                 conn.execute("DELETE FROM messages WHERE id = ?", (row_id,))
                 conn.execute(
-                    "INSERT INTO dead_letters (queue, message_id, dead_at, error, data) VALUES (?, ?, ?, ?, ?)",
-                    (self.queue_name, dead.message_id, now, dead.options["error"], dead.encode()),
+                    schema.INSERT_DEAD, (self.queue_name, dead.message_id, now, dead.options["error"], dead.encode())
                 )
-        self.leases.discard([row_id for row_id, _, _ in bad])
+        self._acked([row_id for row_id, _, _ in bad])
         for _, _, error in bad:
             malformed.log_malformed(self.queue_name, error)
 

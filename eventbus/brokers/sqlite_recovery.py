@@ -7,7 +7,8 @@ fetched again while still marked was running when its holder died: that is one l
 ``max_lost_deliveries`` the fetch moves it to ``dead_letters`` with reason ``worker_lost`` instead
 of handing it out again. Suspects below that come back one at a time (``suspect_spread_ms`` apart),
 so innocent jobs that happened to run beside a poison message do not die with it again and again.
-Ack and nack drop the mark in their own transaction.
+Marks and acks of all worker threads are group-committed (one transaction per batch); an ack and
+a nack drop the row's mark in the transaction that removes the row.
 """
 
 from __future__ import annotations
@@ -42,19 +43,27 @@ class SQLiteRecovery:
     """Started marks and lost-delivery counts of one :class:`SQLiteBroker`'s messages."""
 
     def __init__(self, broker: SQLiteBroker) -> None:
+        self.broker = broker
         self.store = broker.store
         self.store.ensure_schema(COMPONENT, MIGRATIONS)
 
     def mark_started(self, row_id: int) -> None:
-        """Called when a worker thread begins running the message of ``row_id``."""
-        with self.store.transaction() as conn:
-            conn.execute(
-                "INSERT INTO message_runs (row_id, started_at) VALUES (?, ?) "
-                "ON CONFLICT(row_id) DO UPDATE SET started_at = excluded.started_at",
-                (row_id, current_millis()),
-            )
-            if random.random() < 0.01:  # marks of rows removed without an ack (flush, cancel, clean-up)
-                conn.execute(_PURGE)
+        """Called when a worker thread begins running the message of ``row_id``; returns once it is stored.
+
+        Group-committed with this process's other marks and acks (see :mod:`eventbus.brokers.group_commit`).
+        """
+        self.broker.writes.mark_started(row_id)
+
+    def write_marks(self, conn: sqlite3.Connection, row_ids: Sequence[int]) -> None:
+        """Inside a write transaction: mark ``row_ids`` started now."""
+        now = current_millis()
+        conn.executemany(
+            "INSERT INTO message_runs (row_id, started_at) VALUES (?, ?) "
+            "ON CONFLICT(row_id) DO UPDATE SET started_at = excluded.started_at",
+            [(row_id, now) for row_id in row_ids],
+        )
+        if random.random() < 0.01:  # marks of rows removed without an ack (flush, cancel, clean-up)
+            conn.execute(_PURGE)
 
     def count_lost(self, conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, int]:
         """Inside the fetch transaction: count a lost delivery for each of ``ids`` still marked started.

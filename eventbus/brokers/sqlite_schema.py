@@ -60,19 +60,21 @@ FETCH = (
     + ") WHERE NOT EXISTS (SELECT 1 FROM paused WHERE queue = :queue) ORDER BY rank, visible_at, id LIMIT :n"
 )
 
-# When the next row of a queue becomes visible (a delayed message falls due or a lease expires).
+# When the next row of a queue is (or was) visible: <= now means ready rows wait; NULL while the queue
+# is paused or empty. One indexed lookup per rank, so an idle consumer's look at its queue stays cheap.
 NEXT_VISIBLE = (
     "SELECT MIN(v) FROM ("
     + " UNION ALL ".join(
-        f"SELECT MIN(visible_at) AS v FROM messages WHERE queue = :queue AND rank = {rank} AND visible_at > :now"
-        for rank in RANKS
+        f"SELECT MIN(visible_at) AS v FROM messages WHERE queue = :queue AND rank = {rank}" for rank in RANKS
     )
-    + ")"
+    + ") WHERE NOT EXISTS (SELECT 1 FROM paused WHERE queue = :queue)"
 )
 
 INSERT = (
     "INSERT INTO messages (queue, rank, visible_at, eta, enqueued_at, message_id, data) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
+
+INSERT_DEAD = "INSERT INTO dead_letters (queue, message_id, dead_at, error, data) VALUES (?, ?, ?, ?, ?)"
 
 # A once-key is taken when new or expired; rowcount 0 means a live duplicate.
 TAKE_ONCE = (

@@ -13,6 +13,13 @@ Each thread gets its own connection (WAL, ``synchronous=NORMAL``, a busy timeout
 take the write lock up front with ``BEGIN IMMEDIATE``, so the only place SQLite can report
 ``database is locked`` is that BEGIN; it is retried here with backoff until ``lock_timeout_s``
 has passed, and only then surfaces as :class:`StoreBusy`. It never reaches a job or an ERROR log.
+
+Writers of one process queue for the file on a lock of their own (the *write gate*, one per file
+per process) before ``BEGIN IMMEDIATE``. Waiting at SQLite's lock means polling it (SQLite's busy
+handler, then the retries here) with sleeps of up to 50-100 ms, in no order: a thread of a busy
+process can lose every poll to its siblings for as long as they keep committing, and even alone it
+goes in up to a sleep after the lock is free. On the gate the next writer of the process starts as
+soon as the last one commits. Other processes still meet at SQLite's lock.
 """
 
 from __future__ import annotations
@@ -38,6 +45,29 @@ Params = Sequence[Any] | dict[str, Any]
 _BUSY_TIMEOUT_MS = 2_000
 WATCH_S = 0.002  # poll interval of the change watcher while the file is busy ...
 WATCH_IDLE_S = 0.010  # ... and after a second without changes (keeps an idle worker near 1% CPU)
+
+
+_gates: dict[Path, threading.RLock] = {}
+_gates_lock = threading.Lock()
+
+
+def _write_gate(path: Path) -> threading.RLock:
+    """The write gate of ``path`` in this process (reentrant: a thread may open a second store on the file)."""
+    gate = _gates.get(path)
+    if gate is None:
+        with _gates_lock:
+            gate = _gates.setdefault(path, threading.RLock())
+    return gate
+
+
+def _forget_gates() -> None:
+    # A fork copies the gates in whatever state other threads held them; the child starts afresh.
+    global _gates_lock
+    _gates.clear()
+    _gates_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_gates)
 
 
 def is_busy(exc: sqlite3.Error) -> bool:
@@ -119,21 +149,32 @@ class SQLiteStore:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` (retried while another writer holds the lock) ... ``COMMIT``; rollback on error.
 
-        Keep the body short and free of slow I/O: it holds the file's single write lock.
+        Keep the body short and free of slow I/O: it holds the file's single write lock. Never wait in
+        it for another thread that writes to the file (it queues on this thread's write gate).
         Nested use in the same thread joins the outer transaction.
         """
         conn = self.connection()
         if conn.in_transaction:
             yield conn
             return
-        self._retry(lambda: conn.execute("BEGIN IMMEDIATE"))
+        gate = _write_gate(self.path)
+        if not gate.acquire(timeout=self.lock_timeout_s):
+            raise StoreBusy(
+                f"{self.path}: this process's writers stayed busy for {self.lock_timeout_s:.0f} s; "
+                "a thread may hold a long write transaction"
+            )
         try:
-            yield conn
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        self._retry(lambda: conn.execute("COMMIT"))
+            self._retry(lambda: conn.execute("BEGIN IMMEDIATE"))
+            try:
+                yield conn
+                self._retry(lambda: conn.execute("COMMIT"))
+            except BaseException:
+                # Also after a failed COMMIT: a transaction left open would swallow every later one.
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        finally:
+            gate.release()
         self._bump()
 
     def _retry(self, fn: Any) -> Any:
@@ -170,6 +211,10 @@ class SQLiteStore:
             if self.generation == seen and timeout_s > 0:
                 self._changed.wait(timeout_s)
             return self.generation
+
+    def wake(self) -> None:
+        """Wake every waiter of :meth:`wait_for_change` in this process, as a commit would."""
+        self._bump()
 
     def _bump(self) -> None:
         with self._changed:

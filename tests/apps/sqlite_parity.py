@@ -1,21 +1,17 @@
 """A schedule and limited queues for the multi-process SQLite parity tests; runs are recorded in the bus's file.
 
-Subscribers record through :func:`tests.apps.sqlite_recording.run` (table ``test_calls``); a middleware
-records every fan-out of a ``sq.tick`` event in ``test_tick_events``: more than one row per tick would
-mean a tick was published twice.
+Subscribers record through :func:`tests.apps.sqlite_recording.run` (table ``test_calls``); ``sq_tick``
+also records the tick it received in ``test_tick_events``. Each published tick event is one delivery to
+``sq_tick`` (fan-outs run inside the events consumer, past any middleware), so more than one row per
+tick would mean a tick was published twice.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-from typing import Any
-
-import dramatiq
 
 from eventbus import Event, add_schedule, declare_topic, subscribe
-from eventbus.broker import get_broker
-from eventbus.delivery import FANOUT_ACTOR
 from tests.apps.sqlite_recording import run, store_of_bus
 
 declare_topic("sq.tick")
@@ -31,6 +27,9 @@ TICK_SCHEMA = ["CREATE TABLE IF NOT EXISTS test_tick_events (scheduled_for TEXT 
 @subscribe("sq.tick", name="sq_tick")
 def sq_tick(event: Event) -> None:
     run("sq_tick", event)
+    store = store_of_bus().store
+    store.ensure_schema("test_tick_events", TICK_SCHEMA)
+    store.execute("INSERT INTO test_tick_events VALUES (?, ?)", (event.headers["scheduled_for"], os.getpid()))
 
 
 @subscribe("sq.capped", name="sq_capped", queue="sq_capped")
@@ -49,19 +48,3 @@ def sq_poison(event: Event) -> None:
     run("sq_poison", event)
     if event.payload.get("kill"):
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-class CountTickEvents(dramatiq.Middleware):
-    """Records each fan-out of a sq.tick event (one per published tick event)."""
-
-    def after_process_message(self, broker: Any, message: Any, *, result: Any = None, exception: Any = None) -> None:
-        event = message.kwargs.get("event") or {}
-        if message.actor_name == FANOUT_ACTOR and event.get("topic") == "sq.tick":
-            store = store_of_bus().store
-            store.ensure_schema("test_tick_events", TICK_SCHEMA)
-            store.execute(
-                "INSERT INTO test_tick_events VALUES (?, ?)", (event["headers"]["scheduled_for"], os.getpid())
-            )
-
-
-get_broker().add_middleware(CountTickEvents())

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from prometheus_client.parser import text_string_to_metric_families
 
-import tests.apps.sqlite_recording  # noqa: F401  declares sq.happened in this process
-from eventbus import Priority, publish_event
+import tests.apps.sqlite_recording  # noqa: F401  its subscription sq_second makes queue sq_second known
+from eventbus import Priority
+from eventbus.brokers import Message
 from eventbus.control import ControlPlane
+from eventbus.delivery import build_message
 from eventbus.metrics import render_metrics
 
 
@@ -22,27 +22,28 @@ def gauges(broker, settings) -> dict[tuple[str, tuple[tuple[str, str], ...]], fl
 
 
 def test_metrics_count_what_waits_runs_sleeps_and_died_in_the_file(sqlite_bus, sqlite_settings):
-    # Given four events waiting (one critical), one scheduled an hour ahead, and the events queue paused
-    for n in range(3):
-        publish_event("sq.happened", {"n": n})
-    publish_event("sq.happened", {"n": 3}, priority=Priority.CRITICAL)
-    publish_event("sq.happened", {"n": 4}, delay=timedelta(hours=1))
-    sqlite_bus.declare_queue("events")
+    # Given four jobs of queue sq_second waiting (one critical), one scheduled an hour ahead, and the queue paused
+    def job(n: int, priority: Priority = Priority.NORMAL) -> Message:
+        return build_message("sq_second", "sq.job", {"n": n}, {"priority": priority.value}, f"job-{n}")
+
+    sqlite_bus.enqueue_many([job(n) for n in range(3)] + [job(3, Priority.CRITICAL)])
+    sqlite_bus.enqueue_many([job(4)], delay_ms=3_600_000)
+    sqlite_bus.declare_queue("sq_second")
     # When a consumer takes two: one it holds (running), one it dead-letters
-    consumer = sqlite_bus.consume("events", prefetch=2, timeout=1000)
+    consumer = sqlite_bus.consume("sq_second", prefetch=2, timeout=1000)
     held, failed = next(consumer), next(consumer)
     assert held is not None and failed is not None
     consumer.nack(failed)
-    sqlite_bus.pause("events")
+    sqlite_bus.pause("sq_second")
     metrics = gauges(sqlite_bus, sqlite_settings)
     # Then the gauges say so
-    assert metrics[("eventbus_queue_ready", (("priority", "normal"), ("queue", "events")))] == 2
-    assert metrics[("eventbus_queue_ready", (("priority", "critical"), ("queue", "events")))] == 0
-    assert metrics[("eventbus_queue_unacked", (("queue", "events"),))] == 1
-    assert metrics[("eventbus_queue_scheduled", (("queue", "events"),))] == 1
-    assert metrics[("eventbus_queue_delayed", (("queue", "events"),))] == 1
-    assert metrics[("eventbus_queue_dead", (("queue", "events"),))] == 1
-    assert metrics[("eventbus_queue_paused", (("queue", "events"),))] == 1
+    assert metrics[("eventbus_queue_ready", (("priority", "normal"), ("queue", "sq_second")))] == 2
+    assert metrics[("eventbus_queue_ready", (("priority", "critical"), ("queue", "sq_second")))] == 0
+    assert metrics[("eventbus_queue_unacked", (("queue", "sq_second"),))] == 1
+    assert metrics[("eventbus_queue_scheduled", (("queue", "sq_second"),))] == 1
+    assert metrics[("eventbus_queue_delayed", (("queue", "sq_second"),))] == 1
+    assert metrics[("eventbus_queue_dead", (("queue", "sq_second"),))] == 1
+    assert metrics[("eventbus_queue_paused", (("queue", "sq_second"),))] == 1
     assert metrics[("eventbus_queue_ready", (("priority", "normal"), ("queue", "default")))] == 0
     assert not any(name == "eventbus_workers" for name, _ in metrics)
     consumer.ack(held)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -87,3 +88,31 @@ def test_the_default_broker_is_the_embedded_file_unless_redis_is_configured(tmp_
     broker = make_broker(Settings.from_env({}))
     assert isinstance(broker, SQLiteBroker)
     assert (tmp_path / ".eventbus" / "eventbus.db").exists()
+
+
+def test_a_writer_waiting_behind_another_thread_of_its_process_starts_as_soon_as_that_one_commits(tmp_path: Path):
+    store = SQLiteStore(tmp_path / "s.db")
+    store.execute("CREATE TABLE g (x INTEGER)")
+    delays = []
+    for hold_s in (0.05, 0.07, 0.09, 0.11, 0.13):
+        # Given a thread holding the write lock for a while
+        committed_at: list[float] = []
+
+        def hold(hold_s: float = hold_s, committed_at: list[float] = committed_at) -> None:
+            with store.transaction() as conn:
+                conn.execute("INSERT INTO g VALUES (1)")
+                time.sleep(hold_s)
+            committed_at.append(time.monotonic())
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        time.sleep(0.01)
+        # When a second thread of the same process writes
+        with store.transaction() as conn:
+            started_at = time.monotonic()
+            conn.execute("INSERT INTO g VALUES (2)")
+        holder.join()
+        delays.append(started_at - committed_at[0])
+    # Then it waited on the process's write gate and went in as the lock was released, not at a later
+    # poll of SQLite's lock (which comes 3-75 ms late)
+    assert sorted(delays)[2] < 0.005, delays
