@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import dramatiq  # noqa: E402
 import redis  # noqa: E402
+from bench_keys import drop_namespace  # noqa: E402
 from dramatiq.brokers.redis import RedisBroker as DramatiqRedisBroker  # noqa: E402
 
 from eventbus import declare_topic, publish_event, publish_many  # noqa: E402
@@ -52,9 +53,7 @@ class Namespaces:
 
     def cleanup(self) -> None:
         for ns in self.made:
-            keys = list(self.client.scan_iter(f"{ns}:*", count=1000))
-            for i in range(0, len(keys), 500):
-                self.client.delete(*keys[i : i + 500])
+            drop_namespace(self.client, ns)
 
 
 def timed_loop(n: int, call: Callable[[int], Any]) -> dict[str, float]:

@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("EVENTBUS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
+from bench_keys import drop_namespace  # noqa: E402
+
 from eventbus.broker import make_broker, set_broker  # noqa: E402
 from eventbus.control import ControlPlane  # noqa: E402
 from eventbus.delivery import delivery_message, install_actors  # noqa: E402
@@ -112,9 +114,7 @@ def bench_drain(ledger: bool, n: int = 5000, kind: str = "redis") -> dict[str, A
             broker.close()
             shutil.rmtree(folder, ignore_errors=True)
         else:
-            keys = list(broker.client.scan_iter(f"{namespace}:*", count=1000))
-            for i in range(0, len(keys), 500):
-                broker.client.delete(*keys[i : i + 500])
+            drop_namespace(broker.client, namespace)
         set_broker(None)
         set_settings(None)
 

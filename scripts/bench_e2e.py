@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from bench_keys import drop_namespace
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("EVENTBUS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -170,9 +171,7 @@ class Side:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
-        keys = list(self.client.scan_iter(f"{self.namespace}:*", count=1000))
-        for i in range(0, len(keys), 500):
-            self.client.delete(*keys[i : i + 500])
+        drop_namespace(self.client, self.namespace)
 
 
 def bench_latency(rates: list[float], seconds: float, runs: int) -> dict[str, Any]:

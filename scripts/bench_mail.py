@@ -36,6 +36,8 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench_keys import drop_namespace  # noqa: E402
+
 from eventbus.app import install_extra_actors  # noqa: E402
 from eventbus.broker import make_broker, set_broker  # noqa: E402
 from eventbus.delivery import install_actors  # noqa: E402
@@ -182,9 +184,7 @@ def bench_email(pooled: bool, n: int, *, starttls: bool = False, chunk_size: int
             }
             return _figures(label, sent, elapsed, cpu, sink_cpu)
         finally:
-            keys = list(client.scan_iter(f"{namespace}:*", count=1000))
-            for i in range(0, len(keys), 500):
-                client.delete(*keys[i : i + 500])
+            drop_namespace(client, namespace)
             set_broker(None)
             set_settings(None)
 

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import redis  # noqa: E402
+from bench_keys import drop_namespace  # noqa: E402
 
 from eventbus import Event, Priority, publish_many  # noqa: E402
 from eventbus.broker import make_broker, set_broker  # noqa: E402
@@ -52,9 +53,7 @@ def bench_bus() -> Iterator[tuple[Any, Any, str]]:
     try:
         yield broker, client, ns
     finally:
-        keys = list(client.scan_iter(f"{ns}:*", count=1000))
-        for i in range(0, len(keys), 500):
-            client.delete(*keys[i : i + 500])
+        drop_namespace(client, ns)
         set_broker(None)
         set_settings(None)
 
