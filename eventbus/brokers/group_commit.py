@@ -4,11 +4,13 @@ Dramatiq pays a round trip per ack (a transaction per ack on SQLite), and crash 
 write per job start. Here both go into one per-process buffer, written by the broker's ``send``
 (Redis: one pipeline; SQLite: one transaction):
 
-- ``mark_started`` must be stored before the job runs (a job that kills its worker must have
-  been counted), so the calling thread waits, but for a flush that carries every other thread's
-  pending marks and acks with it: one write instead of one each.
-- ``ack`` returns at once; its write rides with the next flush: the next job start of any thread,
-  or the flusher thread ``ack_delay_s`` later when the worker is idle.
+- ``mark_started(wait=True)`` is stored before the job runs (a job that kills its worker must be
+  counted), so the calling thread waits, but for a flush that carries every other thread's
+  pending marks and acks with it: one write instead of one each. The broker asks for that wait
+  only for a message that was already in the hands of a worker that died (see
+  :mod:`eventbus.brokers.redis_recovery`); any other mark, like an ack, returns at once.
+- ``ack`` returns at once; its write rides with the next flush: the next waiting job start of
+  any thread, or the flusher thread ``ack_delay_s`` later.
 
 An acked message stays in its consumer's ``InHand`` record until its ack is written (see
 ``on_acked``), so a reconciliation never requeues a job that ran. A failed flush keeps everything
@@ -55,14 +57,14 @@ class GroupWriter:
     def __len__(self) -> int:
         return len(self._marks) + len(self._acks)
 
-    def mark_started(self, message_id: Any) -> None:
-        """Record that this worker started ``message_id``; returns once it is stored.
+    def mark_started(self, message_id: Any, *, wait: bool = True) -> None:
+        """Record that this worker started ``message_id``: before returning, or within ``ack_delay_s``.
 
         Raises the flush's error, at once, if a flush that carried this mark failed while the thread
         waited (a stalled broker then costs each job start one timeout, not one per waiting thread).
         The mark stays pending and goes out with the next flush.
         """
-        self._add(lambda: self._marks.append(message_id), wait=True)
+        self._add(lambda: self._marks.append(message_id), wait=wait)
 
     def ack(self, queue_name: str, message_id: Any, on_acked: Acked, *, wait: bool = False) -> None:
         """Ack ``message_id``: within ``ack_delay_s``, or before returning with ``wait=True``.

@@ -447,7 +447,12 @@ class _Consumer(_RedisConsumer):
         self.full = free < self.batch
         if self.full:
             return False
-        self.message_cache = self.broker.do_fetch(self.queue_name, free)
+        fetched = self.broker.do_fetch(self.queue_name, free)
+        if fetched:  # the last value names the careful ones (see eventbus.brokers.redis_recovery)
+            careful = fetched.pop()
+            if careful:
+                self.broker.recovery.careful.update(careful.decode().split(","))
+        self.message_cache = fetched
         # Fewer than asked for: the lists are empty now, so the next message rings. Wait for that
         # ring instead of fetching a trickle one message at a time.
         self.emptied = len(self.message_cache) < free
@@ -547,6 +552,7 @@ class _Consumer(_RedisConsumer):
         data = message._message.copy(options=options).encode()
         redis_id = message.options["redis_message_id"]
         try:
+            self.broker.writes.flush()  # its start mark first: the nack script clears it
             self.broker.do_nack(self.queue_name, redis_id, data)
         except REDIS_ERRORS as e:
             raise dramatiq.errors.ConnectionClosed(e) from None  # type: ignore[no-untyped-call]

@@ -13,6 +13,13 @@ at a time (``suspect_spread_ms`` apart, through the schedule), so innocent jobs 
 beside a poison message do not die with it again and again. Messages only prefetched come back at
 once, at the head of their list, and count nothing.
 
+A worker writes its start marks like its acks, group-committed within a few milliseconds of the
+job's start, without waiting: a round trip before every job would cost a third of the drain rate.
+A message whose worker died before its mark was written comes back uncounted, but *careful*: its
+``lost:`` key exists (at 0), the fetch reports it, and from then on its worker writes the mark
+before running it. So a message that kills its worker within milliseconds of starting is counted
+from its second run on: it is dead-lettered after at most ``max_lost + 1`` runs.
+
 Extra keys: ``__ackq__.<worker>`` (queues that worker fetched from; lets the janitor find its ack
 sets without KEYS) and ``__started__.<worker>`` (messages it started; cleared by ack and nack).
 """
@@ -72,16 +79,28 @@ _REQUEUE_PRIORITY = """elseif command == "requeue" then
 _UNSTART = '    redis.call("srem", namespace .. ":__started__." .. worker_id, message_id)\n'
 
 
+# A fetch returns the messages, then one more value: the ids among them that were in the hands of
+# a worker that died (comma-separated; their start marks are written before they run).
+_FETCH_CAREFUL = """    if n > 0 then
+        redis.call("sadd", namespace .. ":__ackq__." .. worker_id, queue_name)
+        local out = redis.call("hmget", queue_messages, unpack(message_ids))
+        local careful = {}
+        for k = 1, n do
+            if redis.call("exists", namespace .. ":lost:" .. message_ids[k]) == 1 then
+                careful[#careful + 1] = message_ids[k]
+            end
+        end
+        out[n + 1] = table.concat(careful, ",")
+        return out"""
+
+
 def patch_dispatch_for_recovery(source: str) -> str:
-    """Record which queues a worker fetched from, forget a started message when it is acked or nacked,
-    and requeue on shutdown to the head of each message's priority list."""
+    """Record which queues a worker fetched from and which fetched messages must be marked before they
+    run, forget a started message when it is acked or nacked, and requeue on shutdown to the head of
+    each message's priority list."""
     for anchor in (_FETCH_DONE, _ACK, _NACK, _REQUEUE):
         assert source.count(anchor) == 1, f"dispatch.lua changed; re-check the recovery patch at {anchor!r}"
-    source = source.replace(
-        _FETCH_DONE,
-        '    if n > 0 then\n        redis.call("sadd", namespace .. ":__ackq__." .. worker_id, queue_name)\n'
-        '        return redis.call("hmget", queue_messages, unpack(message_ids))',
-    )
+    source = source.replace(_FETCH_DONE, _FETCH_CAREFUL)
     source = source.replace(_REQUEUE, _REQUEUE_PRIORITY)
     return source.replace(_ACK, _ACK + _UNSTART).replace(_NACK, _NACK + _UNSTART)
 
@@ -115,6 +134,9 @@ for _, worker in ipairs(dead) do
                     if redis.call("sismember", started, rid) == 1 then
                         lost = redis.call("incr", ns .. ":lost:" .. rid)
                         redis.call("expire", ns .. ":lost:" .. rid, tonumber(ARGV[4]))
+                    else
+                        -- prefetched, or started with its mark not yet written: careful from now on
+                        redis.call("set", ns .. ":lost:" .. rid, 0, "NX", "EX", tonumber(ARGV[4]))
                     end
                     if lost >= max_lost then
                         local canonical = queue
@@ -186,15 +208,20 @@ class RedisRecovery:
         self.broker = broker
         self.heartbeats = broker.key("__heartbeats__")
         self.started = broker.key(f"__started__.{broker.broker_id}")
+        self.careful: set[str] = set()  # fetched ids a dead worker held: marked before they run
         self._recover = broker.client.register_script(_RECOVER)
         self._rewrite = broker.client.register_script(_REWRITE_DEAD)
 
     def mark_started(self, redis_message_id: str) -> None:
-        """Note that this worker started a message, before it runs (ack/nack clear it in their script).
+        """Note that this worker started a message (ack/nack clear it in their script).
 
-        Group-committed with other threads' marks and acks (see :mod:`eventbus.brokers.group_commit`).
+        Group-committed with other threads' marks and acks (see :mod:`eventbus.brokers.group_commit`);
+        written before the job runs only for a careful message (the fetch named it).
         """
-        self.broker.writes.mark_started(redis_message_id)
+        careful = redis_message_id in self.careful
+        if careful:
+            self.careful.discard(redis_message_id)
+        self.broker.writes.mark_started(redis_message_id, wait=careful)
 
     def recover(
         self, *, timeout_s: float, max_lost: int, suspect_spread_ms: int = 500, lost_ttl_s: int = 7 * 86_400

@@ -90,10 +90,12 @@ def slow(event: Event) -> None:
 
 @subscribe("q.poison", name="poison", queue="poison")
 def poison(event: Event) -> None:
-    """Kills its own worker process when the payload says so; otherwise just records the call."""
+    """Kills its own worker process when the payload says so (after ``kill_after_ms``); otherwise just
+    records the call."""
     client, ns = client_and_ns()
     client.hincrby(f"{ns}:test:calls", event.id, 1)
     if event.payload.get("kill"):
+        time.sleep(float(event.payload.get("kill_after_ms", 0)) / 1000)
         os.kill(os.getpid(), signal.SIGKILL)
     sleep_for(event)
 
