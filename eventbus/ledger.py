@@ -146,6 +146,22 @@ def fanout_record(message: dramatiq.Message[Any], now_ms: int, worker: str) -> d
     return op
 
 
+def follow(op: dict[str, Any], state: JobState, at_ms: int, **fields: Any) -> dict[str, Any]:
+    """The write that moves ``op``'s job on to ``state``, folded with ``op`` (one write, both in history).
+
+    What :func:`coalesce` makes of the two, built straight from ``op``: a job started and finished
+    within one flush costs one ``transition()``, not two plus a fold.
+    """
+    f = op["f"]
+    out = dict(op)
+    out["f"] = {**f, **{k: str(v) for k, v in fields.items() if v is not None}}
+    out["s"] = state.value
+    out["seq"] = str(sequence(int(f["requeues"]), int(f["attempts"]), state))
+    out["t"] = str(at_ms)
+    out["h"] = f"{op.get('h') or op['s'] + '@' + op['t']},{state.value}@{at_ms}"
+    return out
+
+
 def coalesce(ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Fold each job's writes in one batch into one write, in sequence order, with their whole history.
 

@@ -3,8 +3,11 @@
 One pipelined Lua call on Redis, one transaction on SQLite.
 
 Hooks write into a per-process buffer; a flusher thread applies it in one round trip, so the
-actor path pays no Redis round trip. The thread starts on first use (publishers) or at worker
-boot, and is drained at worker shutdown and at interpreter exit. A ``kill -9`` loses at most
+actor path pays no Redis round trip. A job's ``active`` write is held back until its next write
+or the next flush, whichever comes first: a job that finishes within one flush costs one write,
+built from the held one, and a longer job still shows ``active`` within one flush interval. The
+thread starts on first use (publishers) or at worker boot, and is drained at worker shutdown and
+at interpreter exit. A ``kill -9`` loses at most
 the last ~25 ms of writes; the next write for those jobs (which carries every field) repairs them.
 """
 
@@ -22,7 +25,7 @@ from typing import Any, Protocol
 import dramatiq
 
 from eventbus.delivery import FANOUT_ACTOR
-from eventbus.ledger import JobState, canonical_queue, coalesce, now_ms, transition, worker_name
+from eventbus.ledger import JobState, canonical_queue, coalesce, follow, now_ms, transition, worker_name
 from eventbus.ledger_redis import Retention
 from eventbus.settings import Settings
 
@@ -61,6 +64,8 @@ class LedgerWriter:
         self.store = store
         self.interval_s = interval_s
         self._ops: collections.deque[dict[str, Any]] = collections.deque()
+        self._held: dict[str, dict[str, Any]] = {}  # job id -> its active write, not yet queued
+        self._held_lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._start_lock = threading.Lock()
         self._stop = threading.Event()
@@ -69,9 +74,24 @@ class LedgerWriter:
 
     def add(self, op: dict[str, Any]) -> None:
         """Queue one write; it reaches Redis within ``interval_s``."""
+        held = self.release(op["id"]) if self._held else None
+        if held is not None:
+            self._ops.append(held)
         self._ops.append(op)
         if self._pid != os.getpid():
             self.start()
+
+    def hold(self, op: dict[str, Any]) -> None:
+        """Keep a job's write back for :meth:`release` by its next write; the next flush sends it if not."""
+        with self._held_lock:
+            self._held[op["id"]] = op
+        if self._pid != os.getpid():
+            self.start()
+
+    def release(self, job_id: str) -> dict[str, Any] | None:
+        """The held write of ``job_id``, taken back (None once a flush sent it)."""
+        with self._held_lock:
+            return self._held.pop(job_id, None)
 
     def start(self) -> None:
         """Start the flusher thread in this process (again after a fork)."""
@@ -97,6 +117,9 @@ class LedgerWriter:
             ops = []
             while self._ops:
                 ops.append(self._ops.popleft())
+            with self._held_lock:  # after the queue: a job's later writes queue only once it is released
+                ops.extend(self._held.values())
+                self._held.clear()
             if not ops:
                 return 0
             try:
@@ -170,10 +193,11 @@ class Ledger(dramatiq.Middleware):
         """active; remembers the attempt number on the message for the later writes."""
         attempt = int(message.options.get("retries", 0)) + 1
         message._ledger_attempt = attempt
-        self._write(
-            broker,
-            transition(message._message, JobState.ACTIVE, attempt, started_at_ms=now_ms(), worker=self._worker),
-        )
+        writer = self.writer or self.bind(broker)
+        if writer is not None:
+            at = now_ms()
+            op = transition(message._message, JobState.ACTIVE, attempt, at_ms=at, started_at_ms=at, worker=self._worker)
+            writer.hold(op)
 
     def after_process_message(
         self,
@@ -183,15 +207,23 @@ class Ledger(dramatiq.Middleware):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
-        """Keep the error text for the retry's write, which Retries makes right after this hook."""
-        self._local.error = (message.message_id, f"{type(exception).__name__}: {exception}") if exception else None
-
-    def after_ack(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
-        """completed, for messages this process ran without an exception (not skipped, not the .DQ copy)."""
-        attempt = getattr(message, "_ledger_attempt", None)
-        if attempt is None or getattr(message, "_exception", None) is not None:
+        """completed, written from the worker thread (the consumer thread, which acks for every worker
+        thread, stays free); or keep the error text for the retry's write, which Retries makes right
+        after this hook."""
+        if exception is not None:
+            self._local.error = (message.message_id, f"{type(exception).__name__}: {exception}")
             return
-        self._write(broker, transition(message._message, JobState.COMPLETED, attempt, finished_at_ms=now_ms()))
+        self._local.error = None
+        attempt = getattr(message, "_ledger_attempt", None)
+        writer = self.writer
+        if attempt is None or writer is None or message.failed:
+            return
+        at = now_ms()
+        held = writer.release(message.message_id)
+        if held is not None:
+            writer.add(follow(held, JobState.COMPLETED, at, finished_at_ms=at))
+        else:
+            writer.add(transition(message._message, JobState.COMPLETED, attempt, at_ms=at, finished_at_ms=at))
 
     def before_nack(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         """Store the attempt count in the dead letter (Retries' count is one short for aborted jobs)."""
