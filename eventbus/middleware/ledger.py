@@ -7,8 +7,8 @@ actor path pays no Redis round trip. A job's ``active`` write is held back until
 or the next flush, whichever comes first: a job that finishes within one flush costs one write,
 built from the held one, and a longer job still shows ``active`` within one flush interval. The
 thread starts on first use (publishers) or at worker boot, and is drained at worker shutdown and
-at interpreter exit. A ``kill -9`` loses at most
-the last ~25 ms of writes; the next write for those jobs (which carries every field) repairs them.
+at interpreter exit. A ``kill -9`` loses at most the last ~25 ms of writes; the next write for
+those jobs (which carries every field) repairs them.
 """
 
 from __future__ import annotations
