@@ -191,10 +191,7 @@ class SQLiteBroker(HookCache, dramatiq.Broker):
             conn.executemany(schema.INSERT, rows)
             if any(key is not None for key in once_keys) and random.random() < 0.01:
                 conn.execute(schema.PURGE_ONCE, (now,))
-            removed = [(row_id,) for row_id in done] + [(row_id,) for row_id, _ in dead]
-            if removed:
-                conn.executemany("DELETE FROM messages WHERE id = ?", removed)
-                conn.executemany(recovery.FORGET, removed)
+            recovery.remove_rows(conn, [*done, *(row_id for row_id, _ in dead)])
             for _, m in dead:
                 conn.execute(
                     schema.INSERT_DEAD, (q_name(m.queue_name), m.message_id, now, m.options.get("error"), m.encode())
@@ -212,9 +209,7 @@ class SQLiteBroker(HookCache, dramatiq.Broker):
             if marks:
                 self.runs.write_marks(conn, marks)
             if acks:
-                rows = [(row_id,) for _, row_id in acks]
-                conn.executemany("DELETE FROM messages WHERE id = ?", rows)
-                conn.executemany(recovery.FORGET, rows)
+                recovery.remove_rows(conn, [row_id for _, row_id in acks])
 
     def get_declared_queues(self) -> set[str]:
         return set(self.queues)

@@ -154,8 +154,7 @@ class SQLiteConsumer(dramatiq.Consumer):
                 options["traceback"] = "".join(traceback.format_exception(exception, limit=30))
         dead = message._message.copy(options=options)
         with self.store.transaction() as conn:
-            conn.execute("DELETE FROM messages WHERE id = ?", (row_id,))
-            conn.execute(recovery.FORGET, (row_id,))
+            recovery.remove_rows(conn, [row_id])
             conn.execute(
                 schema.INSERT_DEAD, (self.queue_name, dead.message_id, now, dead.options.get("error"), dead.encode())
             )
@@ -274,8 +273,7 @@ class SQLiteConsumer(dramatiq.Consumer):
             except malformed.MalformedMessage:
                 continue  # handed out, then dead-lettered as malformed
             dead = poison.worker_lost(message.copy(queue_name=self.queue_name), poisoned[row_id])
-            tx.execute("DELETE FROM messages WHERE id = ?", (row_id,))
-            tx.execute(recovery.FORGET, (row_id,))
+            recovery.remove_rows(tx, [row_id])
             tx.execute(
                 schema.INSERT_DEAD,
                 (self.queue_name, dead.message_id, dead.options["dead_at"], dead.options["error"], dead.encode()),

@@ -35,8 +35,15 @@ MIGRATIONS = [
     """,
 ]
 
-FORGET = "DELETE FROM message_runs WHERE row_id = ?"
+_FORGET = "DELETE FROM message_runs WHERE row_id = ?"
 _PURGE = "DELETE FROM message_runs WHERE row_id NOT IN (SELECT id FROM messages)"
+
+
+def remove_rows(conn: sqlite3.Connection, row_ids: Sequence[int]) -> None:
+    """Inside a write transaction: delete message rows (acked, dead-lettered) and their start marks."""
+    rows = [(row_id,) for row_id in row_ids]
+    conn.executemany("DELETE FROM messages WHERE id = ?", rows)
+    conn.executemany(_FORGET, rows)
 
 
 class SQLiteRecovery:
