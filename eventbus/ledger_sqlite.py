@@ -7,6 +7,7 @@ Tables: see :mod:`eventbus.brokers.sqlite_control`.
 
 from __future__ import annotations
 
+import collections
 import json
 import random
 import sqlite3
@@ -17,7 +18,7 @@ import orjson
 
 from eventbus.brokers import sqlite_control as schema
 from eventbus.brokers.sqlite_store import SQLiteStore
-from eventbus.ledger import JobRecord, JobState, now_ms
+from eventbus.ledger import JobRecord, JobState, make_full, now_ms
 from eventbus.ledger_redis import BUCKET_MS, Retention
 
 _HISTORY_CHARS = 1500
@@ -45,19 +46,21 @@ class SQLiteLedger:
         applied = 0
         now = now_ms()
         kept: set[tuple[str, str]] = set()
+        counts = _Counts()
         with self.store.transaction() as conn:
             for op in ops:
-                if self._apply_one(conn, op, now):
+                if self._apply_one(conn, op, now, counts):
                     applied += 1
                     if op["s"] in self._keep:
                         kept.add((op["q"], op["s"]))
+            counts.write(conn, now)
             for queue, state in kept:
                 _keep_newest(conn, queue, state, self._keep[state])
             if random.random() < 0.02:
                 conn.execute("DELETE FROM ctl_processed WHERE bucket < ?", (now // BUCKET_MS - 20,))
         return applied
 
-    def _apply_one(self, conn: sqlite3.Connection, op: dict[str, Any], now: int) -> bool:
+    def _apply_one(self, conn: sqlite3.Connection, op: dict[str, Any], now: int, counts: _Counts) -> bool:
         if "ev" in op:
             conn.execute(
                 "INSERT INTO ctl_events (id, data, expires_at) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
@@ -75,6 +78,7 @@ class SQLiteLedger:
         if row is None:
             if op.get("existing"):
                 return False
+            op = make_full(op)  # a compact write's job has no record yet: create it whole
         elif not op.get("force") and seq < row[0]:
             return False
         store_seq = max(seq, row[0]) if op.get("force") and row is not None else seq
@@ -96,17 +100,13 @@ class SQLiteLedger:
              orjson.dumps(fields).decode(), history),
         )  # fmt: skip
         if row is None:
-            conn.execute("INSERT OR IGNORE INTO queues (queue, declared_at) VALUES (?, ?)", (op["q"], now))
+            counts.queues.add(op["q"])
             if op["kind"] == "fanout":
-                _count(conn, op["topic"], "published")
+                counts.topics[(op["topic"], "published")] += 1
         if state in ("completed", "dead") and (row is None or row[1] != state):
-            conn.execute(
-                "INSERT INTO ctl_processed (queue, bucket, n) VALUES (?, ?, 1) "
-                "ON CONFLICT(queue, bucket) DO UPDATE SET n = n + 1",
-                (op["q"], t // BUCKET_MS),
-            )
+            counts.processed[(op["q"], t // BUCKET_MS)] += 1
             if op["kind"] == "delivery":
-                _count(conn, op["topic"], "deliveries" if state == "completed" else "failed")
+                counts.topics[(op["topic"], "deliveries" if state == "completed" else "failed")] += 1
         return True
 
     def get(self, job_ids: Iterable[str]) -> list[JobRecord | None]:
@@ -173,12 +173,28 @@ class SQLiteLedger:
         return dict(json.loads(rows[0][0])) if rows else None
 
 
-def _count(conn: sqlite3.Connection, topic: str, name: str) -> None:
-    conn.execute(
-        "INSERT INTO ctl_topic_stats (topic, name, n) VALUES (?, ?, 1) "
-        "ON CONFLICT(topic, name) DO UPDATE SET n = n + 1",
-        (topic, name),
-    )
+class _Counts:
+    """What one batch adds to the queue list and the counters, written once per batch."""
+
+    def __init__(self) -> None:
+        self.queues: set[str] = set()
+        self.topics: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.processed: collections.Counter[tuple[str, int]] = collections.Counter()
+
+    def write(self, conn: sqlite3.Connection, now: int) -> None:
+        conn.executemany(
+            "INSERT OR IGNORE INTO queues (queue, declared_at) VALUES (?, ?)", [(q, now) for q in self.queues]
+        )
+        conn.executemany(
+            "INSERT INTO ctl_topic_stats (topic, name, n) VALUES (?, ?, ?) "
+            "ON CONFLICT(topic, name) DO UPDATE SET n = n + excluded.n",
+            [(topic, name, n) for (topic, name), n in self.topics.items()],
+        )
+        conn.executemany(
+            "INSERT INTO ctl_processed (queue, bucket, n) VALUES (?, ?, ?) "
+            "ON CONFLICT(queue, bucket) DO UPDATE SET n = n + excluded.n",
+            [(queue, bucket, n) for (queue, bucket), n in self.processed.items()],
+        )
 
 
 def _keep_newest(conn: sqlite3.Connection, queue: str, state: str, keep: int) -> int:
