@@ -88,11 +88,15 @@ def transition(
     attempt: int,
     *,
     at_ms: int | None = None,
+    compact: bool = False,
     **fields: str | int | None,
 ) -> dict[str, Any]:
-    """One ledger write for ``message`` entering ``state``: the message's static fields plus ``fields``.
+    """One ledger write for ``message`` entering ``state``: the job's fields plus ``fields``.
 
-    Every write carries the static fields, so whichever write arrives first creates a complete record.
+    A full write carries the job's fixed fields too (:func:`fixed_fields`), so whichever write arrives
+    first creates a complete record. A ``compact`` one (a worker's ``active`` and ``completed``, whose
+    record its enqueue wrote) carries only what changes, and the message under ``"m"``: a store
+    that finds no record makes the write full (:func:`make_full`) instead of creating half a record.
     """
     # Built straight into strings: this runs for every transition, publishers included.
     options = message.options
@@ -100,19 +104,12 @@ def transition(
     kind = _KINDS.get(message.actor_name, "job")
     queue = message.queue_name.removesuffix(".DQ")
     topic = options.get("topic")
-    f: dict[str, str] = {
-        "id": message.message_id,
-        "queue": queue,
-        "actor": message.actor_name,
-        "kind": kind,
-        "enqueued_at_ms": str(message.message_timestamp),
-        "requeues": str(requeues),
-        "attempts": str(attempt),
-    }
-    for name in ("subscription", "event_id", "topic", "priority", "max_retries", "redis_message_id"):
-        value = options.get(name)
-        if value is not None:
-            f[name] = str(value)
+    f = {} if compact else fixed_fields(message, kind, queue)
+    f["requeues"] = str(requeues)
+    f["attempts"] = str(attempt)
+    redis_id = options.get("redis_message_id")
+    if redis_id is not None:
+        f["redis_message_id"] = str(redis_id)
     for name, value in fields.items():
         if value is not None:
             f[name] = str(value)
@@ -126,6 +123,9 @@ def transition(
         "topic": topic or "",
         "f": f,
     }
+    if compact:
+        op["c"] = 1
+        op["m"] = message
     # The event is kept for replay once a worker takes its fan-out (not at publish: that is the hot path).
     if kind == "fanout" and state is JobState.ACTIVE:
         event = message.kwargs.get("event") if isinstance(message.kwargs, dict) else None
@@ -133,6 +133,32 @@ def transition(
             op["ev"] = encoder.dumps(event).decode()
             op["eid"] = str(event["id"])
     return op
+
+
+def fixed_fields(message: dramatiq.Message[Any], kind: str, queue: str) -> dict[str, str]:
+    """The fields a job keeps for its whole life (what a compact write leaves out)."""
+    f = {
+        "id": message.message_id,
+        "queue": queue,
+        "actor": message.actor_name,
+        "kind": kind,
+        "enqueued_at_ms": str(message.message_timestamp),
+    }
+    options = message.options
+    for name in ("subscription", "event_id", "topic", "priority", "max_retries"):
+        value = options.get(name)
+        if value is not None:
+            f[name] = str(value)
+    return f
+
+
+def make_full(op: dict[str, Any]) -> dict[str, Any]:
+    """The full form of a compact write (for a store that holds no record of its job yet)."""
+    if not op.get("c"):
+        return op
+    out = {k: v for k, v in op.items() if k not in ("c", "m")}
+    out["f"] = {**fixed_fields(op["m"], op["kind"], op["q"]), **op["f"]}
+    return out
 
 
 def fanout_record(message: dramatiq.Message[Any], now_ms: int, worker: str) -> dict[str, Any]:
@@ -146,28 +172,14 @@ def fanout_record(message: dramatiq.Message[Any], now_ms: int, worker: str) -> d
     return op
 
 
-def follow(op: dict[str, Any], state: JobState, at_ms: int, **fields: Any) -> dict[str, Any]:
-    """The write that moves ``op``'s job on to ``state``, folded with ``op`` (one write, both in history).
-
-    What :func:`coalesce` makes of the two, built straight from ``op``: a job started and finished
-    within one flush costs one ``transition()``, not two plus a fold.
-    """
-    f = op["f"]
-    out = dict(op)
-    out["f"] = {**f, **{k: str(v) for k, v in fields.items() if v is not None}}
-    out["s"] = state.value
-    out["seq"] = str(sequence(int(f["requeues"]), int(f["attempts"]), state))
-    out["t"] = str(at_ms)
-    out["h"] = f"{op.get('h') or op['s'] + '@' + op['t']},{state.value}@{at_ms}"
-    return out
-
-
 def coalesce(ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Fold each job's writes in one batch into one write, in sequence order, with their whole history.
 
     A job enqueued, started and finished within one flush then costs one write instead of three.
     Jobs with a control-plane write (``force``, ``existing``) in the batch are left as they are.
     """
+    if len({op["id"] for op in ops}) == len(ops):
+        return list(ops)  # one write per job: nothing to fold
     flagged = {op["id"] for op in ops if op.get("force") or op.get("existing")}
     groups: dict[str, list[dict[str, Any]]] = {}
     out: list[dict[str, Any] | str] = []
@@ -189,7 +201,10 @@ def _fold(writes: list[dict[str, Any]]) -> dict[str, Any]:
     writes = sorted(writes, key=lambda op: int(op["seq"]))
     op = dict(writes[-1])
     op["f"] = {k: v for w in writes for k, v in w["f"].items()}
-    op["h"] = ",".join(f"{w['s']}@{w['t']}" for w in writes)
+    op["h"] = ",".join(w.get("h") or f"{w['s']}@{w['t']}" for w in writes)
+    if not all(w.get("c") for w in writes):  # a full write among them: the fold can create the record
+        op.pop("c", None)
+        op.pop("m", None)
     for w in writes:
         if "ev" in w:
             op["ev"], op["eid"] = w["ev"], w["eid"]

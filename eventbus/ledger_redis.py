@@ -17,18 +17,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import dramatiq
 import redis
 
 from eventbus import encoder
 from eventbus.brokers.redis_direct import Direct
-from eventbus.ledger import JobRecord, JobState
+from eventbus.ledger import JobRecord, JobState, make_full
 from eventbus.settings import Settings
 
 BUCKET_MS = 5_000
 
 # ARGV: namespace, ops (JSON), keep completed, keep failed, max age ms (completed, failed, dead), event ttl ms.
 # Counters, the queues set and keep-N trimming are gathered per call, so a batch costs a few commands
-# per op (HMGET, HSET, ZREM, ZADD, PEXPIRE), not a dozen.
+# per op (HMGET, HSET, ZREM, ZADD, PEXPIRE), not a dozen. Returns the number applied, then the ids of
+# compact writes (``c``) that found no record.
 _APPLY = """
 local ns = ARGV[1]
 local ops = cjson.decode(ARGV[2])
@@ -36,70 +38,74 @@ local keep = {completed = tonumber(ARGV[3]), failed = tonumber(ARGV[4])}
 local age = {completed = tonumber(ARGV[5]), failed = tonumber(ARGV[6]), dead = tonumber(ARGV[7])}
 local terminal = {completed = true, failed = true, dead = true, cancelled = true}
 local event_ttl = tonumber(ARGV[8])
-local applied = 0
+local applied, missing = 0, {}
 local processed, stats, queues, trim = {}, {}, {}, {}
 for _, op in ipairs(ops) do
-    if op.ev then
-        redis.call("set", ns .. ":event:" .. op.eid, op.ev, "NX", "PX", event_ttl)
-    end
     local key = ns .. ":job:" .. op.id
     local cur = redis.call("hmget", key, "seq", "state", "queue", "history")
-    local cur_seq = tonumber(cur[1])
-    local seq = tonumber(op.seq)
-    local store_seq = op.seq
-    if op.force and cur_seq and cur_seq > seq then
-        store_seq = cur[1]
-    end
-    if op.existing and cur_seq == nil then
-        seq = -1
-        cur_seq = 0
-    end
-    if op.force and seq >= 0 or cur_seq == nil or seq >= cur_seq then
-        applied = applied + 1
-        local entry = op.h or (op.s .. "@" .. op.t)
-        local hist = cur[4]
-        if hist then
-            hist = hist .. "," .. entry
-            if #hist > 1500 then
-                local cut = string.find(hist, ",", #hist - 1500, true)
-                if cut then hist = string.sub(hist, cut + 1) end
+    if op.c and cur[1] == false then
+        missing[#missing + 1] = op.id  -- a compact write creates no record: the caller sends it in full
+    else
+        if op.ev then
+            redis.call("set", ns .. ":event:" .. op.eid, op.ev, "NX", "PX", event_ttl)
+        end
+        local cur_seq = tonumber(cur[1])
+        local seq = tonumber(op.seq)
+        local store_seq = op.seq
+        if op.force and cur_seq and cur_seq > seq then
+            store_seq = cur[1]
+        end
+        if op.existing and cur_seq == nil then
+            seq = -1
+            cur_seq = 0
+        end
+        if op.force and seq >= 0 or cur_seq == nil or seq >= cur_seq then
+            applied = applied + 1
+            local entry = op.h or (op.s .. "@" .. op.t)
+            local hist = cur[4]
+            if hist then
+                hist = hist .. "," .. entry
+                if #hist > 1500 then
+                    local cut = string.find(hist, ",", #hist - 1500, true)
+                    if cut then hist = string.sub(hist, cut + 1) end
+                end
+            else
+                hist = entry
             end
-        else
-            hist = entry
-        end
-        local args = {"state", op.s, "seq", store_seq, "updated_at", op.t, "history", hist}
-        for k, v in pairs(op.f) do
-            args[#args + 1] = k
-            args[#args + 1] = v
-        end
-        redis.call("hset", key, unpack(args))
-        if cur[2] and cur[3] then
-            redis.call("zrem", ns .. ":jobs:" .. cur[3] .. ":" .. cur[2], op.id)
-        end
-        local zkey = ns .. ":jobs:" .. op.q .. ":" .. op.s
-        redis.call("zadd", zkey, op.t, op.id)
-        if cur[1] == false then
-            queues[op.q] = true
-            if op.kind == "fanout" then
-                local name = op.topic .. "|published"
-                stats[name] = (stats[name] or 0) + 1
+            local args = {"state", op.s, "seq", store_seq, "updated_at", op.t, "history", hist}
+            for k, v in pairs(op.f) do
+                args[#args + 1] = k
+                args[#args + 1] = v
             end
-        end
-        if (op.s == "completed" or op.s == "dead") and cur[2] ~= op.s then
-            local bucket = ns .. ":processed:" .. op.q .. ":" .. math.floor(tonumber(op.t) / 5000)
-            processed[bucket] = (processed[bucket] or 0) + 1
-            if op.kind == "delivery" then
-                local name = op.topic .. (op.s == "completed" and "|deliveries" or "|failed")
-                stats[name] = (stats[name] or 0) + 1
+            redis.call("hset", key, unpack(args))
+            if cur[2] and cur[3] then
+                redis.call("zrem", ns .. ":jobs:" .. cur[3] .. ":" .. cur[2], op.id)
             end
-        end
-        if keep[op.s] then
-            redis.call("pexpire", key, age[op.s])
-            trim[zkey] = keep[op.s]
-        elseif op.s == "dead" then
-            redis.call("pexpire", key, age.dead)
-        elseif cur[2] and terminal[cur[2]] then
-            redis.call("persist", key)
+            local zkey = ns .. ":jobs:" .. op.q .. ":" .. op.s
+            redis.call("zadd", zkey, op.t, op.id)
+            if cur[1] == false then
+                queues[op.q] = true
+                if op.kind == "fanout" then
+                    local name = op.topic .. "|published"
+                    stats[name] = (stats[name] or 0) + 1
+                end
+            end
+            if (op.s == "completed" or op.s == "dead") and cur[2] ~= op.s then
+                local bucket = ns .. ":processed:" .. op.q .. ":" .. math.floor(tonumber(op.t) / 5000)
+                processed[bucket] = (processed[bucket] or 0) + 1
+                if op.kind == "delivery" then
+                    local name = op.topic .. (op.s == "completed" and "|deliveries" or "|failed")
+                    stats[name] = (stats[name] or 0) + 1
+                end
+            end
+            if keep[op.s] then
+                redis.call("pexpire", key, age[op.s])
+                trim[zkey] = keep[op.s]
+            elseif op.s == "dead" then
+                redis.call("pexpire", key, age.dead)
+            elseif cur[2] and terminal[cur[2]] then
+                redis.call("persist", key)
+            end
         end
     end
 end
@@ -122,7 +128,7 @@ for zkey, n_keep in pairs(trim) do
         end
     end
 end
-return applied
+return {applied, unpack(missing)}
 """
 
 # Remove records of one (queue, state): older than a cutoff, or beyond the newest ``keep``.
@@ -143,7 +149,7 @@ end
 return #ids
 """
 
-_CHUNK = 500
+_CHUNK = 100
 
 
 @dataclass(frozen=True)
@@ -211,8 +217,15 @@ class RedisLedger:
         if not ops:
             return 0
         args = self.retention.args()
-        chunks = [encoder.dumps_for_lua(ops[i : i + _CHUNK]) for i in range(0, len(ops), _CHUNK)]
-        return sum(int(self.direct.evalsha(self._apply, self.namespace, chunk, *args)) for chunk in chunks)
+        applied, missing = 0, set[str]()
+        for i in range(0, len(ops), _CHUNK):
+            chunk = encoder.dumps_for_lua(ops[i : i + _CHUNK], omit=dramatiq.Message)
+            reply = self.direct.evalsha(self._apply, self.namespace, chunk, *args)
+            applied += int(reply[0])
+            missing.update(job_id.decode() for job_id in reply[1:])
+        if missing:  # compact writes of jobs with no record yet (their enqueue's write is still on its way)
+            applied += self.apply([make_full(op) for op in ops if op["id"] in missing])
+        return applied
 
     def get(self, job_ids: Iterable[str]) -> list[JobRecord | None]:
         """The records of ``job_ids`` (None where there is none), in one round trip."""

@@ -1,12 +1,14 @@
 """A job's active write waits for its next write or the next flush: a short job costs one write,
-a long one still shows active within one flush (on real Redis)."""
+a long one still shows active within one flush (on real Redis). A worker's writes are compact."""
 
 from __future__ import annotations
+
+import functools
 
 import dramatiq
 import pytest
 
-from eventbus.ledger import JobState, coalesce, follow, transition
+from eventbus.ledger import JobState, coalesce, transition
 from eventbus.ledger_redis import RedisLedger, Retention
 from eventbus.middleware.ledger import LedgerWriter
 
@@ -22,10 +24,16 @@ def message() -> dramatiq.Message:
     return dramatiq.Message(queue_name="default", actor_name="user.job", args=(), kwargs={}, options={})
 
 
+def active(job: dramatiq.Message):
+    return functools.partial(
+        transition, job, JobState.ACTIVE, 1, at_ms=1_000, compact=True, started_at_ms=1_000, worker="w"
+    )
+
+
 def test_a_running_jobs_held_active_write_goes_out_with_the_next_flush(ledger):
     writer = LedgerWriter(ledger, interval_s=60)
     job = message()
-    writer.hold(transition(job, JobState.ACTIVE, 1, at_ms=1_000, started_at_ms=1_000, worker="w"))
+    writer.hold(job.message_id, active(job))
     assert writer.flush() == 1
     [record] = ledger.get([job.message_id])
     assert record is not None and record.state is JobState.ACTIVE
@@ -35,10 +43,12 @@ def test_a_running_jobs_held_active_write_goes_out_with_the_next_flush(ledger):
 def test_a_job_finished_before_the_flush_is_one_write_with_both_in_its_history(ledger):
     writer = LedgerWriter(ledger, interval_s=60)
     job = message()
-    writer.hold(transition(job, JobState.ACTIVE, 1, at_ms=1_000, started_at_ms=1_000, worker="w"))
-    held = writer.release(job.message_id)
-    assert held is not None
-    writer.add(follow(held, JobState.COMPLETED, 1_005, finished_at_ms=1_005))
+    writer.hold(job.message_id, active(job))
+    assert writer.release(job.message_id) is not None
+    completed = transition(job, JobState.COMPLETED, 1, at_ms=1_005, compact=True, started_at_ms=1_000,
+                           finished_at_ms=1_005, worker="w")  # fmt: skip
+    completed["h"] = "active@1000,completed@1005"
+    writer.add(completed)
     assert writer.flush() == 1
     [record] = ledger.get([job.message_id])
     assert record is not None and record.state is JobState.COMPLETED
@@ -48,7 +58,7 @@ def test_a_job_finished_before_the_flush_is_one_write_with_both_in_its_history(l
 def test_another_write_of_the_job_sends_its_held_active_write_first(ledger):
     writer = LedgerWriter(ledger, interval_s=60)
     job = message()
-    writer.hold(transition(job, JobState.ACTIVE, 1, at_ms=1_000, started_at_ms=1_000, worker="w"))
+    writer.hold(job.message_id, active(job))
     writer.add(transition(job, JobState.DEAD, 1, at_ms=1_010, error="boom"))
     assert writer.flush() == 2
     [record] = ledger.get([job.message_id])
@@ -56,8 +66,13 @@ def test_another_write_of_the_job_sends_its_held_active_write_first(ledger):
     assert [h.state for h in record.history] == [JobState.ACTIVE, JobState.DEAD]
 
 
-def test_follow_builds_what_coalesce_makes_of_the_two_writes():
+def test_a_fold_with_a_full_write_is_full_and_one_of_compact_writes_stays_compact():
     job = message()
-    active = transition(job, JobState.ACTIVE, 1, at_ms=1_000, started_at_ms=1_000, worker="w")
-    completed = transition(job, JobState.COMPLETED, 1, at_ms=1_005, finished_at_ms=1_005)
-    assert follow(active, JobState.COMPLETED, 1_005, finished_at_ms=1_005) == coalesce([active, completed])[0]
+    waiting = transition(job, JobState.WAITING, 1, at_ms=990)
+    started = active(job)()
+    assert "actor" not in started["f"] and started["c"] == 1
+    [folded] = coalesce([waiting, started])
+    assert "c" not in folded and "m" not in folded and folded["f"]["actor"] == "user.job"
+    done = transition(job, JobState.COMPLETED, 1, at_ms=1_005, compact=True, finished_at_ms=1_005)
+    [folded] = coalesce([started, done])
+    assert folded["c"] == 1 and folded["h"] == "active@1000,completed@1005"

@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import atexit
 import collections
+import functools
 import logging
 import os
 import threading
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import dramatiq
 
 from eventbus.delivery import FANOUT_ACTOR
-from eventbus.ledger import JobState, canonical_queue, coalesce, follow, now_ms, transition, worker_name
+from eventbus.ledger import JobState, canonical_queue, coalesce, now_ms, transition, worker_name
 from eventbus.ledger_redis import Retention
 from eventbus.settings import Settings
 
@@ -63,8 +64,8 @@ class LedgerWriter:
     def __init__(self, store: LedgerStore, interval_s: float = FLUSH_INTERVAL_S) -> None:
         self.store = store
         self.interval_s = interval_s
-        self._ops: collections.deque[dict[str, Any]] = collections.deque()
-        self._held: dict[str, dict[str, Any]] = {}  # job id -> its active write, not yet queued
+        self._ops: collections.deque[dict[str, Any] | Callable[[], dict[str, Any]]] = collections.deque()
+        self._held: dict[str, Callable[[], dict[str, Any]]] = {}  # job id -> its active write, not yet built
         self._held_lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._start_lock = threading.Lock()
@@ -76,19 +77,27 @@ class LedgerWriter:
         """Queue one write; it reaches Redis within ``interval_s``."""
         held = self.release(op["id"]) if self._held else None
         if held is not None:
-            self._ops.append(held)
+            self._ops.append(held())
         self._ops.append(op)
         if self._pid != os.getpid():
             self.start()
 
-    def hold(self, op: dict[str, Any]) -> None:
-        """Keep a job's write back for :meth:`release` by its next write; the next flush sends it if not."""
-        with self._held_lock:
-            self._held[op["id"]] = op
+    def defer(self, build: Callable[[], dict[str, Any]]) -> None:
+        """Queue a write that the flusher builds (off the job's thread); its job's held write, if any,
+        was released by the caller."""
+        self._ops.append(build)
         if self._pid != os.getpid():
             self.start()
 
-    def release(self, job_id: str) -> dict[str, Any] | None:
+    def hold(self, job_id: str, build: Callable[[], dict[str, Any]]) -> None:
+        """Keep a job's write back (as the call that builds it) for :meth:`release` by its next write;
+        the next flush builds and sends it if not."""
+        with self._held_lock:
+            self._held[job_id] = build
+        if self._pid != os.getpid():
+            self.start()
+
+    def release(self, job_id: str) -> Callable[[], dict[str, Any]] | None:
         """The held write of ``job_id``, taken back (None once a flush sent it)."""
         with self._held_lock:
             return self._held.pop(job_id, None)
@@ -116,10 +125,12 @@ class LedgerWriter:
         with self._flush_lock:
             ops = []
             while self._ops:
-                ops.append(self._ops.popleft())
+                op = self._ops.popleft()
+                ops.append(op if isinstance(op, dict) else op())
             with self._held_lock:  # after the queue: a job's later writes queue only once it is released
-                ops.extend(self._held.values())
+                held = list(self._held.values())
                 self._held.clear()
+            ops.extend(build() for build in held)
             if not ops:
                 return 0
             try:
@@ -191,13 +202,25 @@ class Ledger(dramatiq.Middleware):
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         """active; remembers the attempt number on the message for the later writes."""
-        attempt = int(message.options.get("retries", 0)) + 1
-        message._ledger_attempt = attempt
+        inner = message._message  # not through the proxy: this runs for every job
+        attempt = message._ledger_attempt = int(inner.options.get("retries", 0)) + 1
         writer = self.writer or self.bind(broker)
         if writer is not None:
-            at = now_ms()
-            op = transition(message._message, JobState.ACTIVE, attempt, at_ms=at, started_at_ms=at, worker=self._worker)
-            writer.hold(op)
+            at = message._ledger_started = now_ms()
+            writer.hold(inner.message_id, functools.partial(self._active, inner, attempt, at))
+
+    def _active(self, message: dramatiq.Message[Any], attempt: int, at: int) -> dict[str, Any]:
+        return transition(
+            message, JobState.ACTIVE, attempt, at_ms=at, compact=True, started_at_ms=at, worker=self._worker
+        )
+
+    def _completed(self, message: dramatiq.Message[Any], attempt: int, started: int | None, at: int) -> dict[str, Any]:
+        if started is None:  # its active write went out already
+            return transition(message, JobState.COMPLETED, attempt, at_ms=at, compact=True, finished_at_ms=at)
+        op = transition(message, JobState.COMPLETED, attempt, at_ms=at, compact=True,
+                        started_at_ms=started, finished_at_ms=at, worker=self._worker)  # fmt: skip
+        op["h"] = f"active@{started},completed@{at}"
+        return op
 
     def after_process_message(
         self,
@@ -218,12 +241,10 @@ class Ledger(dramatiq.Middleware):
         writer = self.writer
         if attempt is None or writer is None or message.failed:
             return
-        at = now_ms()
-        held = writer.release(message.message_id)
-        if held is not None:
-            writer.add(follow(held, JobState.COMPLETED, at, finished_at_ms=at))
-        else:
-            writer.add(transition(message._message, JobState.COMPLETED, attempt, at_ms=at, finished_at_ms=at))
+        inner = message._message
+        # Its active write still held (unsent): one write for both.
+        started = message._ledger_started if writer.release(inner.message_id) is not None else None
+        writer.defer(functools.partial(self._completed, inner, attempt, started, now_ms()))
 
     def before_nack(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         """Store the attempt count in the dead letter (Retries' count is one short for aborted jobs)."""

@@ -185,6 +185,26 @@ def test_clean_purge_and_a_late_waiting_write(contract_bus, cp):
     assert cp.store.apply([transition(message.copy(options={"retries": 1}), JobState.WAITING, 2)]) == 1
 
 
+def test_a_compact_write_creates_a_whole_record_and_keeps_the_fixed_fields_of_one(cp):
+    # Given a worker's compact writes (no fixed fields), one for a job with no record yet
+    options = {"topic": "t", "priority": "high", "subscription": "s1", "event_id": "E2"}
+    fresh = build_message("q1", "user.job", {}, options, "J1")
+    known = build_message("q1", "user.job", {}, options, "J2")
+    assert cp.store.apply([transition(known, JobState.WAITING, 1, at_ms=1_000)]) == 1
+    # When both are applied
+    writes = [transition(m, JobState.ACTIVE, 1, at_ms=2_000, compact=True, worker="w:1") for m in (fresh, known)]
+    assert all("actor" not in op["f"] for op in writes)
+    assert cp.store.apply(writes) == 2
+    # Then each record is whole: the missing one was written in full, the other kept its fields
+    for job_id in ("J1", "J2"):
+        record = cp.get_job(job_id)
+        assert (record.state, record.worker, record.actor) == (JobState.ACTIVE, "w:1", "user.job")
+        assert (record.priority, record.subscription, record.event_id, record.queue) == ("high", "s1", "E2", "q1")
+    assert (cp.get_job("J1").enqueued_at_ms, cp.get_job("J2").enqueued_at_ms) == (
+        fresh.message_timestamp, known.message_timestamp)  # fmt: skip
+    assert [h.state for h in cp.get_job("J2").history] == [JobState.WAITING, JobState.ACTIVE]
+
+
 def test_health_sees_the_broker_the_thresholds_and_live_workers(contract_bus, cp):
     # Given no worker yet: degraded, because nobody works
     report = cp.health()
