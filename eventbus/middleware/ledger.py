@@ -65,8 +65,9 @@ class LedgerWriter:
         self.store = store
         self.interval_s = interval_s
         self._ops: collections.deque[dict[str, Any] | Callable[[], dict[str, Any]]] = collections.deque()
-        self._held: dict[str, Callable[[], dict[str, Any]]] = {}  # job id -> its active write, not yet built
-        self._held_lock = threading.Lock()
+        # job id -> its active write, not yet built. No lock: a single dict store or pop is atomic, so a
+        # held write is taken exactly once, by its job's next write or by a flush.
+        self._held: dict[str, Callable[[], dict[str, Any]]] = {}
         self._flush_lock = threading.Lock()
         self._start_lock = threading.Lock()
         self._stop = threading.Event()
@@ -92,15 +93,13 @@ class LedgerWriter:
     def hold(self, job_id: str, build: Callable[[], dict[str, Any]]) -> None:
         """Keep a job's write back (as the call that builds it) for :meth:`release` by its next write;
         the next flush builds and sends it if not."""
-        with self._held_lock:
-            self._held[job_id] = build
+        self._held[job_id] = build
         if self._pid != os.getpid():
             self.start()
 
     def release(self, job_id: str) -> Callable[[], dict[str, Any]] | None:
         """The held write of ``job_id``, taken back (None once a flush sent it)."""
-        with self._held_lock:
-            return self._held.pop(job_id, None)
+        return self._held.pop(job_id, None)
 
     def start(self) -> None:
         """Start the flusher thread in this process (again after a fork)."""
@@ -127,10 +126,10 @@ class LedgerWriter:
             while self._ops:
                 op = self._ops.popleft()
                 ops.append(op if isinstance(op, dict) else op())
-            with self._held_lock:  # after the queue: a job's later writes queue only once it is released
-                held = list(self._held.values())
-                self._held.clear()
-            ops.extend(build() for build in held)
+            for job_id in list(self._held):  # after the queue: a job's later writes queue once it is released
+                build = self._held.pop(job_id, None)
+                if build is not None:
+                    ops.append(build())
             if not ops:
                 return 0
             try:
