@@ -67,6 +67,8 @@ class SQLiteLedger:
                 "data = excluded.data, expires_at = excluded.expires_at WHERE ctl_events.expires_at <= ?",
                 (op["eid"], op["ev"], now + self._event_ms, now),
             )
+        if op.get("c") and self._apply_compact(conn, op, now, counts):
+            return True
         job_id, state, t = op["id"], op["s"], int(op["t"])
         row = conn.execute(
             "SELECT seq, state, queue, history, fields, expires_at FROM ctl_jobs WHERE id = ?", (job_id,)
@@ -104,6 +106,30 @@ class SQLiteLedger:
             if op["kind"] == "fanout":
                 counts.topics[(op["topic"], "published")] += 1
         if state in ("completed", "dead") and (row is None or row[1] != state):
+            counts.processed[(op["q"], t // BUCKET_MS)] += 1
+            if op["kind"] == "delivery":
+                counts.topics[(op["topic"], "deliveries" if state == "completed" else "failed")] += 1
+        return True
+
+    def _apply_compact(self, conn: sqlite3.Connection, op: dict[str, Any], now: int, counts: _Counts) -> bool:
+        """A worker's write to a live record it moves on: one UPDATE, its fields merged by SQLite.
+
+        False (nothing written) when the general path must decide: no record, a newer one, one
+        already in this state (a duplicate delivery), or a history that needs trimming.
+        """
+        state, t = op["s"], int(op["t"])
+        age = self._age_ms.get(state)
+        cursor = conn.execute(
+            "UPDATE ctl_jobs SET state = ?, seq = ?, updated_at = ?, expires_at = ?, "
+            "history = history || ',' || ?, fields = json_patch(fields, ?) "
+            "WHERE id = ? AND seq <= ? AND state != ? AND length(history) < ? "
+            "AND (expires_at IS NULL OR expires_at > ?)",
+            (state, int(op["seq"]), t, None if age is None else now + age, op.get("h") or f"{state}@{t}",
+             orjson.dumps(op["f"]).decode(), op["id"], int(op["seq"]), state, _HISTORY_CHARS - 100, now),
+        )  # fmt: skip
+        if cursor.rowcount != 1:
+            return False
+        if state in ("completed", "dead"):
             counts.processed[(op["q"], t // BUCKET_MS)] += 1
             if op["kind"] == "delivery":
                 counts.topics[(op["topic"], "deliveries" if state == "completed" else "failed")] += 1

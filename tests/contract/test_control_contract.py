@@ -203,6 +203,12 @@ def test_a_compact_write_creates_a_whole_record_and_keeps_the_fixed_fields_of_on
     assert (cp.get_job("J1").enqueued_at_ms, cp.get_job("J2").enqueued_at_ms) == (
         fresh.message_timestamp, known.message_timestamp)  # fmt: skip
     assert [h.state for h in cp.get_job("J2").history] == [JobState.WAITING, JobState.ACTIVE]
+    # And a completion written twice (a redelivered job) counts once
+    done = transition(known, JobState.COMPLETED, 1, compact=True, finished_at_ms=3_000)
+    cp.store.apply([done])
+    cp.store.apply([dict(done)])
+    assert (cp.stats().queue("q1").completed, cp.stats().queue("q1").processed_last_minute) == (1, 1)
+    assert [h.state for h in cp.get_job("J2").history][:3] == [JobState.WAITING, JobState.ACTIVE, JobState.COMPLETED]
 
 
 def test_health_sees_the_broker_the_thresholds_and_live_workers(contract_bus, cp):
