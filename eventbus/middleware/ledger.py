@@ -4,11 +4,12 @@ One pipelined Lua call on Redis, one transaction on SQLite.
 
 Hooks write into a per-process buffer; a flusher thread applies it in one round trip, so the
 actor path pays no Redis round trip. A job's ``active`` write is held back until its next write
-or the next flush, whichever comes first: a job that finishes within one flush costs one write,
-built from the held one, and a longer job still shows ``active`` within one flush interval. The
-thread starts on first use (publishers) or at worker boot, and is drained at worker shutdown and
-at interpreter exit. A ``kill -9`` loses at most the last ~25 ms of writes; the next write for
-those jobs (which carries every field) repairs them.
+or the next flush, whichever comes first: a job that finishes within one flush costs one write
+with both states in its history, and a longer job still shows ``active`` within one flush
+interval. A worker's writes are compact (see :func:`eventbus.ledger.transition`) and built by the
+flusher, not by the job's thread. The thread starts on first use (publishers) or at worker boot,
+and is drained at worker shutdown and at interpreter exit. A ``kill -9`` loses at most the last
+~25 ms of writes; the job's next write repairs its record.
 """
 
 from __future__ import annotations
