@@ -172,6 +172,44 @@ def fanout_record(message: dramatiq.Message[Any], now_ms: int, worker: str) -> d
     return op
 
 
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A job a worker finished: its ``completed`` write, built only when the ledger flushes.
+
+    Most ledger writes are these, so a store may send them in a flat form of its own
+    (:meth:`flat`, see ``ledger_redis``); :meth:`write` is the compact write they stand for.
+    """
+
+    message: dramatiq.Message[Any]
+    attempt: int
+    started_ms: int | None  # set while its active write was never sent: one write carries both
+    finished_ms: int
+    worker: str
+
+    @property
+    def job_id(self) -> str:
+        return self.message.message_id
+
+    def write(self) -> dict[str, Any]:
+        """The compact write: completed, with the active one folded in when ``started_ms`` is set."""
+        at, started = self.finished_ms, self.started_ms
+        if started is None:
+            return transition(self.message, JobState.COMPLETED, self.attempt, at_ms=at, compact=True, finished_at_ms=at)
+        op = transition(self.message, JobState.COMPLETED, self.attempt, at_ms=at, compact=True,
+                        started_at_ms=started, finished_at_ms=at, worker=self.worker)  # fmt: skip
+        op["h"] = f"active@{started},completed@{at}"
+        return op
+
+    def flat(self) -> tuple[str, ...]:
+        """id, sequence, finished ms, started ms (or ""), attempts, requeues, redis message id (or ""), worker."""
+        options = self.message.options
+        requeues = int(options.get("requeues", 0))
+        started = "" if self.started_ms is None else str(self.started_ms)
+        return (self.message.message_id, str(sequence(requeues, self.attempt, JobState.COMPLETED)),
+                str(self.finished_ms), started, str(self.attempt), str(requeues),
+                str(options.get("redis_message_id") or ""), self.worker)  # fmt: skip
+
+
 def coalesce(ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Fold each job's writes in one batch into one write, in sequence order, with their whole history.
 

@@ -12,6 +12,7 @@ Keys under the broker namespace:
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -22,15 +23,18 @@ import redis
 
 from eventbus import encoder
 from eventbus.brokers.redis_direct import Direct
-from eventbus.ledger import JobRecord, JobState, make_full
+from eventbus.ledger import Completion, JobRecord, JobState, make_full
 from eventbus.settings import Settings
 
 BUCKET_MS = 5_000
 
-# ARGV: namespace, ops (JSON), keep completed, keep failed, max age ms (completed, failed, dead), event ttl ms.
-# Counters, the queues set and keep-N trimming are gathered per call, so a batch costs a few commands
-# per op (HMGET, HSET, ZREM, ZADD, PEXPIRE), not a dozen. Returns the number applied, then the ids of
-# compact writes (``c``) that found no record.
+# ARGV: namespace, ops (JSON), keep completed, keep failed, max age ms (completed, failed, dead), event ttl ms,
+# then 8 values per completion (see :class:`eventbus.ledger.Completion`): job id, sequence, finished ms,
+# started ms ("" once its active write went out), attempts, requeues, redis message id, worker.
+# Counters, the queues set and keep-N trimming are gathered per call, so a write costs a few commands
+# (HMGET, HSET, ZREM, ZADD, PEXPIRE), not a dozen. Completions come flat, not as JSON: they are most
+# of the writes, and all they change is known. Returns the number applied, then the ids of compact
+# writes (``c``) and completions that found no record (the caller sends them in full).
 _APPLY = """
 local ns = ARGV[1]
 local ops = cjson.decode(ARGV[2])
@@ -40,11 +44,56 @@ local terminal = {completed = true, failed = true, dead = true, cancelled = true
 local event_ttl = tonumber(ARGV[8])
 local applied, missing = 0, {}
 local processed, stats, queues, trim = {}, {}, {}, {}
+
+local function history(prev, entry)
+    if not prev then
+        return entry
+    end
+    local hist = prev .. "," .. entry
+    if #hist > 1500 then
+        local cut = string.find(hist, ",", #hist - 1500, true)
+        if cut then hist = string.sub(hist, cut + 1) end
+    end
+    return hist
+end
+
+-- The record at key (as it was: cur = seq, state, queue) now is in state s of queue q since t.
+local function moved(key, id, cur, q, s, t, kind, topic)
+    if cur[2] and cur[3] then
+        redis.call("zrem", ns .. ":jobs:" .. cur[3] .. ":" .. cur[2], id)
+    end
+    local zkey = ns .. ":jobs:" .. q .. ":" .. s
+    redis.call("zadd", zkey, t, id)
+    if cur[1] == false then
+        queues[q] = true
+        if kind == "fanout" then
+            local name = topic .. "|published"
+            stats[name] = (stats[name] or 0) + 1
+        end
+    end
+    if (s == "completed" or s == "dead") and cur[2] ~= s then
+        local bucket = ns .. ":processed:" .. q .. ":" .. math.floor(tonumber(t) / 5000)
+        processed[bucket] = (processed[bucket] or 0) + 1
+        if kind == "delivery" then
+            local name = topic .. (s == "completed" and "|deliveries" or "|failed")
+            stats[name] = (stats[name] or 0) + 1
+        end
+    end
+    if keep[s] then
+        redis.call("pexpire", key, age[s])
+        trim[zkey] = keep[s]
+    elseif s == "dead" then
+        redis.call("pexpire", key, age.dead)
+    elseif cur[2] and terminal[cur[2]] then
+        redis.call("persist", key)
+    end
+end
+
 for _, op in ipairs(ops) do
     local key = ns .. ":job:" .. op.id
     local cur = redis.call("hmget", key, "seq", "state", "queue", "history")
     if op.c and cur[1] == false then
-        missing[#missing + 1] = op.id  -- a compact write creates no record: the caller sends it in full
+        missing[#missing + 1] = op.id
     else
         if op.ev then
             redis.call("set", ns .. ":event:" .. op.eid, op.ev, "NX", "PX", event_ttl)
@@ -61,54 +110,43 @@ for _, op in ipairs(ops) do
         end
         if op.force and seq >= 0 or cur_seq == nil or seq >= cur_seq then
             applied = applied + 1
-            local entry = op.h or (op.s .. "@" .. op.t)
-            local hist = cur[4]
-            if hist then
-                hist = hist .. "," .. entry
-                if #hist > 1500 then
-                    local cut = string.find(hist, ",", #hist - 1500, true)
-                    if cut then hist = string.sub(hist, cut + 1) end
-                end
-            else
-                hist = entry
-            end
+            local hist = history(cur[4], op.h or (op.s .. "@" .. op.t))
             local args = {"state", op.s, "seq", store_seq, "updated_at", op.t, "history", hist}
             for k, v in pairs(op.f) do
                 args[#args + 1] = k
                 args[#args + 1] = v
             end
             redis.call("hset", key, unpack(args))
-            if cur[2] and cur[3] then
-                redis.call("zrem", ns .. ":jobs:" .. cur[3] .. ":" .. cur[2], op.id)
-            end
-            local zkey = ns .. ":jobs:" .. op.q .. ":" .. op.s
-            redis.call("zadd", zkey, op.t, op.id)
-            if cur[1] == false then
-                queues[op.q] = true
-                if op.kind == "fanout" then
-                    local name = op.topic .. "|published"
-                    stats[name] = (stats[name] or 0) + 1
-                end
-            end
-            if (op.s == "completed" or op.s == "dead") and cur[2] ~= op.s then
-                local bucket = ns .. ":processed:" .. op.q .. ":" .. math.floor(tonumber(op.t) / 5000)
-                processed[bucket] = (processed[bucket] or 0) + 1
-                if op.kind == "delivery" then
-                    local name = op.topic .. (op.s == "completed" and "|deliveries" or "|failed")
-                    stats[name] = (stats[name] or 0) + 1
-                end
-            end
-            if keep[op.s] then
-                redis.call("pexpire", key, age[op.s])
-                trim[zkey] = keep[op.s]
-            elseif op.s == "dead" then
-                redis.call("pexpire", key, age.dead)
-            elseif cur[2] and terminal[cur[2]] then
-                redis.call("persist", key)
-            end
+            moved(key, op.id, cur, op.q, op.s, op.t, op.kind, op.topic)
         end
     end
 end
+
+for i = 9, #ARGV, 8 do
+    local id, seq, t, started = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+    local key = ns .. ":job:" .. id
+    local cur = redis.call("hmget", key, "seq", "state", "queue", "history", "kind", "topic")
+    if cur[1] == false then
+        missing[#missing + 1] = id
+    elseif tonumber(seq) >= tonumber(cur[1]) then
+        applied = applied + 1
+        local entry = "completed@" .. t
+        local args = {"state", "completed", "seq", seq, "updated_at", t, "finished_at_ms", t,
+            "attempts", ARGV[i + 4], "requeues", ARGV[i + 5]}
+        if started ~= "" then
+            entry = "active@" .. started .. "," .. entry
+            args[#args + 1], args[#args + 2] = "started_at_ms", started
+            args[#args + 1], args[#args + 2] = "worker", ARGV[i + 7]
+        end
+        if ARGV[i + 6] ~= "" then
+            args[#args + 1], args[#args + 2] = "redis_message_id", ARGV[i + 6]
+        end
+        args[#args + 1], args[#args + 2] = "history", history(cur[4], entry)
+        redis.call("hset", key, unpack(args))
+        moved(key, id, cur, cur[3], "completed", t, cur[5], cur[6] or "")
+    end
+end
+
 for bucket, n in pairs(processed) do
     redis.call("incrby", bucket, n)
     redis.call("pexpire", bucket, 70000)
@@ -212,19 +250,22 @@ class RedisLedger:
     def state_key(self, queue: str, state: JobState | str) -> str:
         return self.key("jobs", queue, str(state))
 
-    def apply(self, ops: Sequence[dict[str, Any]]) -> int:
-        """Apply writes in order, in one round trip; returns how many were newer than the stored records."""
-        if not ops:
+    def apply(self, ops: Sequence[dict[str, Any]], done: Sequence[Completion] = ()) -> int:
+        """Apply writes in order, then completions, ``_CHUNK`` of each per script call; returns how many
+        were newer than the stored records."""
+        if not ops and not done:
             return 0
         args = self.retention.args()
         applied, missing = 0, set[str]()
-        for i in range(0, len(ops), _CHUNK):
+        for i in range(0, max(len(ops), len(done)), _CHUNK):
             chunk = encoder.dumps_for_lua(ops[i : i + _CHUNK], omit=dramatiq.Message)
-            reply = self.direct.evalsha(self._apply, self.namespace, chunk, *args)
+            flat = itertools.chain.from_iterable(c.flat() for c in done[i : i + _CHUNK])
+            reply = self.direct.evalsha(self._apply, self.namespace, chunk, *args, *flat)
             applied += int(reply[0])
             missing.update(job_id.decode() for job_id in reply[1:])
         if missing:  # compact writes of jobs with no record yet (their enqueue's write is still on its way)
-            applied += self.apply([make_full(op) for op in ops if op["id"] in missing])
+            full = [make_full(op) for op in ops if op["id"] in missing]
+            applied += self.apply(full + [make_full(c.write()) for c in done if c.job_id in missing])
         return applied
 
     def get(self, job_ids: Iterable[str]) -> list[JobRecord | None]:

@@ -18,7 +18,7 @@ import orjson
 
 from eventbus.brokers import sqlite_control as schema
 from eventbus.brokers.sqlite_store import SQLiteStore
-from eventbus.ledger import JobRecord, JobState, make_full, now_ms
+from eventbus.ledger import Completion, JobRecord, JobState, make_full, now_ms
 from eventbus.ledger_redis import BUCKET_MS, Retention
 
 _HISTORY_CHARS = 1500
@@ -39,8 +39,10 @@ class SQLiteLedger:
                         JobState.DEAD.value: dead_ms}  # fmt: skip
         self._event_ms = event_ms
 
-    def apply(self, ops: Sequence[dict[str, Any]]) -> int:
-        """Apply writes in order, in one transaction; returns how many were newer than the stored records."""
+    def apply(self, ops: Sequence[dict[str, Any]], done: Sequence[Completion] = ()) -> int:
+        """Apply writes in order, then completions, in one transaction; returns how many were newer than
+        the stored records."""
+        ops = [*ops, *(c.write() for c in done)]
         if not ops:
             return 0
         applied = 0

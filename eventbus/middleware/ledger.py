@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import dramatiq
 
 from eventbus.delivery import FANOUT_ACTOR
-from eventbus.ledger import JobState, canonical_queue, coalesce, now_ms, transition, worker_name
+from eventbus.ledger import Completion, JobState, canonical_queue, coalesce, now_ms, transition, worker_name
 from eventbus.ledger_redis import Retention
 from eventbus.settings import Settings
 
@@ -39,7 +39,7 @@ FLUSH_INTERVAL_S = 0.025
 class LedgerStore(Protocol):
     """Where ledger writes go: ``RedisLedger`` or ``SQLiteLedger``."""
 
-    def apply(self, ops: Sequence[dict[str, Any]]) -> int: ...
+    def apply(self, ops: Sequence[dict[str, Any]], done: Sequence[Completion] = ()) -> int: ...
 
 
 def ledger_store(broker: dramatiq.Broker, settings: Settings) -> LedgerStore | None:
@@ -65,7 +65,7 @@ class LedgerWriter:
     def __init__(self, store: LedgerStore, interval_s: float = FLUSH_INTERVAL_S) -> None:
         self.store = store
         self.interval_s = interval_s
-        self._ops: collections.deque[dict[str, Any] | Callable[[], dict[str, Any]]] = collections.deque()
+        self._ops: collections.deque[dict[str, Any] | Completion] = collections.deque()
         # job id -> its active write, not yet built. No lock: a single dict store or pop is atomic, so a
         # held write is taken exactly once, by its job's next write or by a flush.
         self._held: dict[str, Callable[[], dict[str, Any]]] = {}
@@ -84,10 +84,9 @@ class LedgerWriter:
         if self._pid != os.getpid():
             self.start()
 
-    def defer(self, build: Callable[[], dict[str, Any]]) -> None:
-        """Queue a write that the flusher builds (off the job's thread); its job's held write, if any,
-        was released by the caller."""
-        self._ops.append(build)
+    def completed(self, done: Completion) -> None:
+        """Queue a finished job's write (the flusher builds it); the caller released its held write."""
+        self._ops.append(done)
         if self._pid != os.getpid():
             self.start()
 
@@ -123,24 +122,28 @@ class LedgerWriter:
     def flush(self) -> int:
         """Write everything buffered now, in order; returns the number of writes sent."""
         with self._flush_lock:
-            ops = []
+            ops: list[dict[str, Any]] = []
+            done: list[Completion] = []
             while self._ops:
-                op = self._ops.popleft()
-                ops.append(op if isinstance(op, dict) else op())
+                item = self._ops.popleft()
+                if isinstance(item, Completion):
+                    done.append(item)
+                else:
+                    ops.append(item)
             for job_id in list(self._held):  # after the queue: a job's later writes queue once it is released
                 build = self._held.pop(job_id, None)
                 if build is not None:
                     ops.append(build())
-            if not ops:
+            if not ops and not done:
                 return 0
-            try:
-                self.store.apply(coalesce(ops))
+            try:  # a job's completion is its last write: after its other writes in this batch
+                self.store.apply(coalesce(ops), done)
             except Exception as exc:  # never let bookkeeping break the work; keep the writes for the next try
                 if len(self._ops) < 100_000:
-                    self._ops.extendleft(reversed(ops))
-                logger.warning("ledger write of %d transitions failed (%s); will retry", len(ops), exc)
+                    self._ops.extendleft(reversed([*ops, *done]))
+                logger.warning("ledger write of %d transitions failed (%s); will retry", len(ops) + len(done), exc)
                 return 0
-            return len(ops)
+            return len(ops) + len(done)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -214,14 +217,6 @@ class Ledger(dramatiq.Middleware):
             message, JobState.ACTIVE, attempt, at_ms=at, compact=True, started_at_ms=at, worker=self._worker
         )
 
-    def _completed(self, message: dramatiq.Message[Any], attempt: int, started: int | None, at: int) -> dict[str, Any]:
-        if started is None:  # its active write went out already
-            return transition(message, JobState.COMPLETED, attempt, at_ms=at, compact=True, finished_at_ms=at)
-        op = transition(message, JobState.COMPLETED, attempt, at_ms=at, compact=True,
-                        started_at_ms=started, finished_at_ms=at, worker=self._worker)  # fmt: skip
-        op["h"] = f"active@{started},completed@{at}"
-        return op
-
     def after_process_message(
         self,
         broker: dramatiq.Broker,
@@ -244,7 +239,7 @@ class Ledger(dramatiq.Middleware):
         inner = message._message
         # Its active write still held (unsent): one write for both.
         started = message._ledger_started if writer.release(inner.message_id) is not None else None
-        writer.defer(functools.partial(self._completed, inner, attempt, started, now_ms()))
+        writer.completed(Completion(inner, attempt, started, now_ms(), self._worker))
 
     def before_nack(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         """Store the attempt count in the dead letter (Retries' count is one short for aborted jobs)."""

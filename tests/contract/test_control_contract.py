@@ -14,7 +14,7 @@ from eventbus import publish_event, publish_many
 from eventbus.control import ControlPlane, DeadLetterFilter, HealthStatus, JobState
 from eventbus.delivery import EVENTS_QUEUE, FANOUT_ACTOR, build_message, delivery_id
 from eventbus.errors import InvalidJobState, JobNotFound, QueueNotFound
-from eventbus.ledger import transition
+from eventbus.ledger import Completion, now_ms, transition
 from eventbus.middleware.ledger import Ledger
 from eventbus.middleware.upkeep import Upkeep
 from tests.apps import contract_control as app
@@ -204,11 +204,22 @@ def test_a_compact_write_creates_a_whole_record_and_keeps_the_fixed_fields_of_on
         fresh.message_timestamp, known.message_timestamp)  # fmt: skip
     assert [h.state for h in cp.get_job("J2").history] == [JobState.WAITING, JobState.ACTIVE]
     # And a completion written twice (a redelivered job) counts once
-    done = transition(known, JobState.COMPLETED, 1, compact=True, finished_at_ms=3_000)
-    cp.store.apply([done])
-    cp.store.apply([dict(done)])
+    done = Completion(known, 1, None, now_ms(), "w:1")
+    assert cp.store.apply([], [done]) == 1
+    cp.store.apply([], [done])
     assert (cp.stats().queue("q1").completed, cp.stats().queue("q1").processed_last_minute) == (1, 1)
     assert [h.state for h in cp.get_job("J2").history][:3] == [JobState.WAITING, JobState.ACTIVE, JobState.COMPLETED]
+    # And a job that completes before any record of it exists gets a whole one, its start folded in
+    late = build_message("q1", "user.job", {}, options, "J3")
+    assert cp.store.apply([], [Completion(late, 1, 5_000, now_ms(), "w:2")]) == 1
+    record = cp.get_job("J3")
+    assert (record.state, record.actor, record.priority, record.worker) == (
+        JobState.COMPLETED,
+        "user.job",
+        "high",
+        "w:2",
+    )
+    assert [h.state for h in record.history] == [JobState.ACTIVE, JobState.COMPLETED] and record.started_at_ms == 5_000
 
 
 def test_health_sees_the_broker_the_thresholds_and_live_workers(contract_bus, cp):
