@@ -251,15 +251,20 @@ class RedisLedger:
         return self.key("jobs", queue, str(state))
 
     def apply(self, ops: Sequence[dict[str, Any]], done: Sequence[Completion] = ()) -> int:
-        """Apply writes in order, then completions, ``_CHUNK`` of each per script call; returns how many
-        were newer than the stored records."""
-        if not ops and not done:
-            return 0
+        """Apply writes in order, then completions, ``_CHUNK`` per script call; returns how many were
+        newer than the stored records.
+
+        Every write goes before every completion: a job's held active write that a flush sent lands
+        before the job's completion, which then extends its history instead of outranking it.
+        """
         args = self.retention.args()
+        calls: list[tuple[bytes, Sequence[Completion]]] = [
+            (encoder.dumps_for_lua(ops[i : i + _CHUNK], omit=dramatiq.Message), ()) for i in range(0, len(ops), _CHUNK)
+        ]
+        calls += [(b"[]", done[i : i + _CHUNK]) for i in range(0, len(done), _CHUNK)]
         applied, missing = 0, set[str]()
-        for i in range(0, max(len(ops), len(done)), _CHUNK):
-            chunk = encoder.dumps_for_lua(ops[i : i + _CHUNK], omit=dramatiq.Message)
-            flat = itertools.chain.from_iterable(c.flat() for c in done[i : i + _CHUNK])
+        for chunk, completions in calls:
+            flat = itertools.chain.from_iterable(c.flat() for c in completions)
             reply = self.direct.evalsha(self._apply, self.namespace, chunk, *args, *flat)
             applied += int(reply[0])
             missing.update(job_id.decode() for job_id in reply[1:])

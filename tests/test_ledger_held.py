@@ -8,7 +8,7 @@ import functools
 import dramatiq
 import pytest
 
-from eventbus.ledger import JobState, coalesce, transition
+from eventbus.ledger import Completion, JobState, coalesce, transition
 from eventbus.ledger_redis import RedisLedger, Retention
 from eventbus.middleware.ledger import LedgerWriter
 
@@ -76,3 +76,17 @@ def test_a_fold_with_a_full_write_is_full_and_one_of_compact_writes_stays_compac
     done = transition(job, JobState.COMPLETED, 1, at_ms=1_005, compact=True, finished_at_ms=1_005)
     [folded] = coalesce([started, done])
     assert folded["c"] == 1 and folded["h"] == "active@1000,completed@1005"
+
+
+def test_a_flushed_active_write_lands_before_the_same_jobs_completion_in_one_batch(ledger):
+    # Given a job with a record, and a batch where its active write comes after a chunk of others
+    job = message()
+    assert ledger.apply([transition(job, JobState.WAITING, 1, at_ms=900)]) == 1
+    others = [transition(message(), JobState.WAITING, 1, at_ms=950) for _ in range(120)]
+    # When the batch carries its active write (sent by a flush while it ran) and its completion
+    ledger.apply([*others, active(job)()], [Completion(job, 1, None, 1_005, "w")])
+    # Then the completion extends the record: the active write was not outranked and dropped
+    [record] = ledger.get([job.message_id])
+    assert record is not None and record.state is JobState.COMPLETED
+    assert (record.started_at_ms, record.worker, record.finished_at_ms) == (1_000, "w", 1_005)
+    assert [h.state for h in record.history] == [JobState.WAITING, JobState.ACTIVE, JobState.COMPLETED]
