@@ -145,8 +145,11 @@ return flags
 
 # Acks of one group commit in one call (Dramatiq's dispatch script takes one ack per call, and its
 # preamble costs more than the ack). ARGV: namespace, broker id, now ms, then (queue, message id) pairs.
-# What dispatch's ack does, with this package's recovery patch: forget the start mark, then drop the
-# message if it was still this worker's.
+# What dispatch's ack does (``_DISPATCH_ACK``, checked at start), with this package's recovery patch:
+# forget the start mark, then drop the message if it was still this worker's.
+_DISPATCH_ACK = """    if redis.call("srem", queue_acks, message_id) > 0 then
+        redis.call("hdel", queue_messages, message_id)
+    end"""
 _ACK_MANY = """
 local ns, worker = ARGV[1], ARGV[2]
 redis.call("zadd", ns .. ":__heartbeats__", ARGV[3], worker)
@@ -174,6 +177,7 @@ _IDLE_POLL_S = 2.0
 def _patch_dispatch(source: str) -> str:
     start, end = source.index(_FETCH_START), source.index(_FETCH_END)
     assert source.count(_NACK_GET) == 1, "dramatiq's dispatch.lua changed; re-check the nack patch"
+    assert _DISPATCH_ACK in source, "dramatiq's dispatch.lua ack changed; re-check _ACK_MANY"
     return source[:start] + _FETCH + source[end:].replace(_NACK_GET, _NACK)
 
 
