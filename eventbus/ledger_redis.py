@@ -35,13 +35,14 @@ BUCKET_MS = 5_000
 # (HMGET, HSET, ZREM, ZADD, PEXPIRE), not a dozen. Completions come flat, not as JSON: they are most
 # of the writes, and all they change is known. Returns the number applied, then the ids of compact
 # writes (``c``) and completions that found no record (the caller sends them in full).
-_APPLY = """
-local ns = ARGV[1]
-local ops = cjson.decode(ARGV[2])
-local keep = {completed = tonumber(ARGV[3]), failed = tonumber(ARGV[4])}
-local age = {completed = tonumber(ARGV[5]), failed = tonumber(ARGV[6]), dead = tonumber(ARGV[7])}
+# The pieces of a ledger write script, shared with the broker's ack script (which writes completions
+# with the acks, see eventbus.brokers.redis): they expect ``ns`` (namespace), ``r`` (index of the six
+# retention values in ARGV) and ``c0`` (index of the first completion, 8 values each) to be set.
+LEDGER_PRELUDE = """
+local keep = {completed = tonumber(ARGV[r]), failed = tonumber(ARGV[r + 1])}
+local age = {completed = tonumber(ARGV[r + 2]), failed = tonumber(ARGV[r + 3]), dead = tonumber(ARGV[r + 4])}
 local terminal = {completed = true, failed = true, dead = true, cancelled = true}
-local event_ttl = tonumber(ARGV[8])
+local event_ttl = tonumber(ARGV[r + 5])
 local applied, missing = 0, {}
 local processed, stats, queues, trim = {}, {}, {}, {}
 
@@ -88,7 +89,62 @@ local function moved(key, id, cur, q, s, t, kind, topic)
         redis.call("persist", key)
     end
 end
-
+"""
+LEDGER_COMPLETIONS = """
+for i = c0, #ARGV, 8 do
+    local id, seq, t, started = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+    local key = ns .. ":job:" .. id
+    local cur = redis.call("hmget", key, "seq", "state", "queue", "history", "kind", "topic")
+    if cur[1] == false then
+        missing[#missing + 1] = id
+    elseif tonumber(seq) >= tonumber(cur[1]) then
+        applied = applied + 1
+        local entry = "completed@" .. t
+        local args = {"state", "completed", "seq", seq, "updated_at", t, "finished_at_ms", t,
+            "attempts", ARGV[i + 4], "requeues", ARGV[i + 5]}
+        if started ~= "" then
+            entry = "active@" .. started .. "," .. entry
+            args[#args + 1], args[#args + 2] = "started_at_ms", started
+            args[#args + 1], args[#args + 2] = "worker", ARGV[i + 7]
+        end
+        if ARGV[i + 6] ~= "" then
+            args[#args + 1], args[#args + 2] = "redis_message_id", ARGV[i + 6]
+        end
+        args[#args + 1], args[#args + 2] = "history", history(cur[4], entry)
+        redis.call("hset", key, unpack(args))
+        moved(key, id, cur, cur[3], "completed", t, cur[5], cur[6] or "")
+    end
+end
+"""
+LEDGER_EPILOGUE = """
+for bucket, n in pairs(processed) do
+    redis.call("incrby", bucket, n)
+    redis.call("pexpire", bucket, 70000)
+end
+for name, n in pairs(stats) do
+    redis.call("hincrby", ns .. ":topicstats", name, n)
+end
+for queue in pairs(queues) do
+    redis.call("sadd", ns .. ":queues", queue)
+end
+for zkey, n_keep in pairs(trim) do
+    local n = redis.call("zcard", zkey)
+    if n > n_keep then
+        local old = redis.call("zpopmin", zkey, n - n_keep)
+        for i = 1, #old, 2 do
+            redis.call("del", ns .. ":job:" .. old[i])
+        end
+    end
+end
+"""
+_APPLY = (
+    """
+local ns = ARGV[1]
+local ops = cjson.decode(ARGV[2])
+local r, c0 = 3, 9
+"""
+    + LEDGER_PRELUDE
+    + """
 for _, op in ipairs(ops) do
     local key = ns .. ":job:" .. op.id
     local cur = redis.call("hmget", key, "seq", "state", "queue", "history")
@@ -121,53 +177,13 @@ for _, op in ipairs(ops) do
         end
     end
 end
-
-for i = 9, #ARGV, 8 do
-    local id, seq, t, started = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-    local key = ns .. ":job:" .. id
-    local cur = redis.call("hmget", key, "seq", "state", "queue", "history", "kind", "topic")
-    if cur[1] == false then
-        missing[#missing + 1] = id
-    elseif tonumber(seq) >= tonumber(cur[1]) then
-        applied = applied + 1
-        local entry = "completed@" .. t
-        local args = {"state", "completed", "seq", seq, "updated_at", t, "finished_at_ms", t,
-            "attempts", ARGV[i + 4], "requeues", ARGV[i + 5]}
-        if started ~= "" then
-            entry = "active@" .. started .. "," .. entry
-            args[#args + 1], args[#args + 2] = "started_at_ms", started
-            args[#args + 1], args[#args + 2] = "worker", ARGV[i + 7]
-        end
-        if ARGV[i + 6] ~= "" then
-            args[#args + 1], args[#args + 2] = "redis_message_id", ARGV[i + 6]
-        end
-        args[#args + 1], args[#args + 2] = "history", history(cur[4], entry)
-        redis.call("hset", key, unpack(args))
-        moved(key, id, cur, cur[3], "completed", t, cur[5], cur[6] or "")
-    end
-end
-
-for bucket, n in pairs(processed) do
-    redis.call("incrby", bucket, n)
-    redis.call("pexpire", bucket, 70000)
-end
-for name, n in pairs(stats) do
-    redis.call("hincrby", ns .. ":topicstats", name, n)
-end
-for queue in pairs(queues) do
-    redis.call("sadd", ns .. ":queues", queue)
-end
-for zkey, n_keep in pairs(trim) do
-    local n = redis.call("zcard", zkey)
-    if n > n_keep then
-        local old = redis.call("zpopmin", zkey, n - n_keep)
-        for i = 1, #old, 2 do
-            redis.call("del", ns .. ":job:" .. old[i])
-        end
-    end
-end
+"""
+    + LEDGER_COMPLETIONS
+    + LEDGER_EPILOGUE
+    + """
 return {applied, unpack(missing)}
 """
+)
 
 # Remove records of one (queue, state): older than a cutoff, or beyond the newest ``keep``.
 _TRIM = """

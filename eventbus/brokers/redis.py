@@ -34,6 +34,8 @@ from eventbus.brokers.redis_reconnect import REDIS_ERRORS, InHand
 from eventbus.brokers.redis_recovery import RedisRecovery, patch_dispatch_for_recovery
 from eventbus.brokers.redis_schedule import RedisSchedule
 from eventbus.delivery import EVENTS_QUEUE
+from eventbus.ledger import Completion, make_full
+from eventbus.ledger_redis import LEDGER_COMPLETIONS, LEDGER_EPILOGUE, LEDGER_PRELUDE, Retention
 from eventbus.settings import get_settings
 
 _FETCH_START = 'elseif command == "fetch" then'
@@ -144,26 +146,39 @@ return flags
 """
 
 # Acks of one group commit in one call (Dramatiq's dispatch script takes one ack per call, and its
-# preamble costs more than the ack). ARGV: namespace, broker id, now ms, then (queue, message id) pairs.
+# preamble costs more than the ack), with the ledger's completions of those jobs (see
+# eventbus.ledger_redis). ARGV: namespace, broker id, now ms, the number of acks, (queue, message id)
+# pairs, the six ledger retention values, then 8 values per completion. Returns the ids of
+# completions whose job has no record yet.
 # What dispatch's ack does (``_DISPATCH_ACK``, checked at start), with this package's recovery patch:
 # forget the start mark, then drop the message if it was still this worker's.
 _DISPATCH_ACK = """    if redis.call("srem", queue_acks, message_id) > 0 then
         redis.call("hdel", queue_messages, message_id)
     end"""
-_ACK_MANY = """
+_ACK_MANY = (
+    """
 local ns, worker = ARGV[1], ARGV[2]
 redis.call("zadd", ns .. ":__heartbeats__", ARGV[3], worker)
 local started = ns .. ":__started__." .. worker
 local acks = ns .. ":__acks__." .. worker .. "."
-for i = 4, #ARGV, 2 do
+local n = tonumber(ARGV[4])
+for i = 5, 4 + 2 * n, 2 do
     local queue, message_id = ARGV[i], ARGV[i + 1]
     redis.call("srem", started, message_id)
     if redis.call("srem", acks .. queue, message_id) > 0 then
         redis.call("hdel", ns .. ":" .. queue .. ".msgs", message_id)
     end
 end
-return 0
+local r = 5 + 2 * n
+local c0 = r + 6
 """
+    + LEDGER_PRELUDE
+    + LEDGER_COMPLETIONS
+    + LEDGER_EPILOGUE
+    + """
+return missing
+"""
+)
 
 logger = logging.getLogger("eventbus.redis")
 
@@ -214,6 +229,8 @@ class RedisBroker(HookCache, _DramatiqRedisBroker):
         self.recovery = RedisRecovery(self)
         self.limits = RedisLimits(self)
         self.writes = GroupWriter(self._send_writes)
+        # The ledger's completions of jobs acked by this process, written with their acks.
+        self.completions: collections.deque[Completion] = collections.deque()
         # Messages a fan-out took into this process's hands, per queue, for its consumer (see write()).
         self.handed: dict[str, collections.deque[Message]] = {}
         self.consumers: dict[str, _Consumer] = {}
@@ -258,18 +275,37 @@ class RedisBroker(HookCache, _DramatiqRedisBroker):
         The acks go out as bare EVALSHA, ``_CHUNK`` per call; after a Redis restart the batch fails with
         NOSCRIPT once, and is sent again after :meth:`reload_scripts` (SADD and ack are idempotent).
         """
-        for attempt in (1, 2):
-            commands: list[tuple[Any, ...]] = [("SADD", self.recovery.started, *marks)] if marks else []
-            head = ("EVALSHA", self._ack_script.sha, 0, self.namespace, self.broker_id, current_millis())
-            for i in range(0, len(acks), _CHUNK):
-                commands.append((*head, *itertools.chain.from_iterable(acks[i : i + _CHUNK])))
-            try:
-                self.direct.pipeline(commands)
-                return
-            except redis.exceptions.NoScriptError:  # Redis restarted and forgot the dispatch script
-                if attempt == 2:
-                    raise
-                self.reload_scripts()
+        done = [self.completions.popleft() for _ in range(len(self.completions))]
+        try:
+            for attempt in (1, 2):
+                commands: list[tuple[Any, ...]] = [("SADD", self.recovery.started, *marks)] if marks else []
+                head = ("EVALSHA", self._ack_script.sha, 0, self.namespace, self.broker_id, current_millis())
+                retention = Retention.from_settings(get_settings()).args()
+                for i in range(0, max(len(acks), len(done)), _CHUNK):
+                    pairs = acks[i : i + _CHUNK]
+                    flat = itertools.chain.from_iterable(c.flat() for c in done[i : i + _CHUNK])
+                    commands.append((*head, len(pairs), *itertools.chain.from_iterable(pairs), *retention, *flat))
+                try:
+                    replies = self.direct.pipeline(commands)
+                    break
+                except redis.exceptions.NoScriptError:  # Redis restarted and forgot the script
+                    if attempt == 2:
+                        raise
+                    self.reload_scripts()
+        except BaseException:
+            self.completions.extendleft(reversed(done))  # they go with the next commit
+            raise
+        missing = {job_id.decode() for reply in replies[1 if marks else 0 :] for job_id in reply}
+        if missing:  # their enqueue's ledger write is still on its way: write these in full instead
+            self._complete_in_full([c for c in done if c.job_id in missing])
+
+    def _complete_in_full(self, done: list[Completion]) -> None:
+        from eventbus.middleware.ledger import ledger_writer
+
+        writer = ledger_writer(self)
+        if writer is not None:
+            for c in done:
+                writer.add(make_full(c.write()))
 
     def close(self) -> None:
         """Close the connections of the hot paths (see :mod:`eventbus.brokers.redis_direct`)."""
@@ -535,7 +571,11 @@ class _Consumer(_RedisConsumer):
         return None
 
     def ack(self, message: dramatiq.MessageProxy) -> None:
-        """Group-committed with job starts (see :mod:`eventbus.brokers.group_commit`)."""
+        """Group-committed with job starts (see :mod:`eventbus.brokers.group_commit`), and with the job's
+        ledger completion, if the ledger left one on the message."""
+        done = message.__dict__.get("_ledger_done")
+        if done is not None:
+            self.broker.completions.append(done)
         self.broker.writes.ack(self.queue_name, message.options["redis_message_id"], self.in_hand.discard_ids)
         self.queued_message_ids.discard(message.message_id)
         self._refill()

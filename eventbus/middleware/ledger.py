@@ -239,7 +239,11 @@ class Ledger(dramatiq.Middleware):
         inner = message._message
         # Its active write still held (unsent): one write for both.
         started = message._ledger_started if writer.release(inner.message_id) is not None else None
-        writer.completed(Completion(inner, attempt, started, now_ms(), self._worker))
+        done = Completion(inner, attempt, started, now_ms(), self._worker)
+        if hasattr(broker, "completions"):  # Redis: written with the job's ack, in the same script call
+            message._ledger_done = done  # type: ignore[attr-defined]
+        else:
+            writer.completed(done)
 
     def before_nack(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         """Store the attempt count in the dead letter (Retries' count is one short for aborted jobs)."""
