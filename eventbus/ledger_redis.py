@@ -95,7 +95,7 @@ for i = c0, #ARGV, 8 do
     local id, seq, t, started = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
     local key = ns .. ":job:" .. id
     local cur = redis.call("hmget", key, "seq", "state", "queue", "history", "kind", "topic")
-    if cur[1] == false then
+    if cur[1] == false or cur[3] == false then
         missing[#missing + 1] = id
     elseif tonumber(seq) >= tonumber(cur[1]) then
         applied = applied + 1

@@ -159,7 +159,7 @@ def section_queues(ns: Namespaces, args: argparse.Namespace) -> dict[str, Any]:
 def section_ledger(ns: Namespaces, args: argparse.Namespace) -> dict[str, Any]:
     from bench_control import bench_drain as drain
 
-    n, rounds = (1000, 1) if args.quick else (20_000, 3)  # a long drain: a short one is mostly noise
+    n, rounds = (1000, 1) if args.quick else (20_000, 5)  # long drains, 5 rounds: this ratio is noisy
     out: dict[str, Any] = {}
     for kind in ("redis", "sqlite"):
         runs = [drain(ledger, n, kind) for _ in range(rounds) for ledger in (False, True)]
