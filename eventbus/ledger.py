@@ -176,8 +176,8 @@ def fanout_record(message: dramatiq.Message[Any], now_ms: int, worker: str) -> d
 class Completion:
     """A job a worker finished: its ``completed`` write, built only when the ledger flushes.
 
-    Most ledger writes are these, so a store may send them in a flat form of its own
-    (:meth:`flat`, see ``ledger_redis``); :meth:`write` is the compact write they stand for.
+    Most ledger writes are these. On Redis they go with the jobs' acks as flat script arguments
+    (:meth:`flat`, see ``eventbus.brokers.redis``); :meth:`write` is the compact write they stand for.
     """
 
     message: dramatiq.Message[Any]

@@ -12,7 +12,6 @@ Keys under the broker namespace:
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -28,16 +27,13 @@ from eventbus.settings import Settings
 
 BUCKET_MS = 5_000
 
-# ARGV: namespace, ops (JSON), keep completed, keep failed, max age ms (completed, failed, dead), event ttl ms,
-# then 8 values per completion (see :class:`eventbus.ledger.Completion`): job id, sequence, finished ms,
-# started ms ("" once its active write went out), attempts, requeues, redis message id, worker.
-# Counters, the queues set and keep-N trimming are gathered per call, so a write costs a few commands
-# (HMGET, HSET, ZREM, ZADD, PEXPIRE), not a dozen. Completions come flat, not as JSON: they are most
-# of the writes, and all they change is known. Returns the number applied, then the ids of compact
-# writes (``c``) and completions that found no record (the caller sends them in full).
-# The pieces of a ledger write script, shared with the broker's ack script (which writes completions
-# with the acks, see eventbus.brokers.redis): they expect ``ns`` (namespace), ``r`` (index of the six
-# retention values in ARGV) and ``c0`` (index of the first completion, 8 values each) to be set.
+# The pieces of a ledger write script, shared with the broker's ack script (which writes the jobs'
+# completions with their acks, see eventbus.brokers.redis). They expect ``ns`` (namespace) and ``r``
+# (index of the six retention values in ARGV) to be set; LEDGER_COMPLETIONS also ``c0``, the index of
+# the first completion, 8 values each (see :meth:`eventbus.ledger.Completion.flat`): job id,
+# sequence, finished ms, started ms ("" once its active write went out), attempts, requeues, redis
+# message id, worker. Counters, the queues set and keep-N trimming are gathered per call, so a write
+# costs a few commands (HMGET, HSET, ZREM, ZADD, PEXPIRE), not a dozen.
 LEDGER_PRELUDE = """
 local keep = {completed = tonumber(ARGV[r]), failed = tonumber(ARGV[r + 1])}
 local age = {completed = tonumber(ARGV[r + 2]), failed = tonumber(ARGV[r + 3]), dead = tonumber(ARGV[r + 4])}
@@ -141,7 +137,7 @@ _APPLY = (
     """
 local ns = ARGV[1]
 local ops = cjson.decode(ARGV[2])
-local r, c0 = 3, 9
+local r = 3
 """
     + LEDGER_PRELUDE
     + """
@@ -178,7 +174,6 @@ for _, op in ipairs(ops) do
     end
 end
 """
-    + LEDGER_COMPLETIONS
     + LEDGER_EPILOGUE
     + """
 return {applied, unpack(missing)}
@@ -267,26 +262,24 @@ class RedisLedger:
         return self.key("jobs", queue, str(state))
 
     def apply(self, ops: Sequence[dict[str, Any]], done: Sequence[Completion] = ()) -> int:
-        """Apply writes in order, then completions, ``_CHUNK`` per script call; returns how many were
-        newer than the stored records.
+        """Apply writes in order, then completions, in one round trip per ``_CHUNK``; returns how many
+        were newer than the stored records. (A worker's completions usually go with its acks instead.)
 
-        Every write goes before every completion: a job's held active write that a flush sent lands
-        before the job's completion, which then extends its history instead of outranking it.
+        ARGV: namespace, writes (JSON), the six retention values. The script returns the number
+        applied, then the ids of compact writes that found no record; those are sent again in full.
         """
+        ops = [*ops, *(c.write() for c in done)]
+        if not ops:
+            return 0
         args = self.retention.args()
-        calls: list[tuple[bytes, Sequence[Completion]]] = [
-            (encoder.dumps_for_lua(ops[i : i + _CHUNK], omit=dramatiq.Message), ()) for i in range(0, len(ops), _CHUNK)
-        ]
-        calls += [(b"[]", done[i : i + _CHUNK]) for i in range(0, len(done), _CHUNK)]
         applied, missing = 0, set[str]()
-        for chunk, completions in calls:
-            flat = itertools.chain.from_iterable(c.flat() for c in completions)
-            reply = self.direct.evalsha(self._apply, self.namespace, chunk, *args, *flat)
+        for i in range(0, len(ops), _CHUNK):
+            chunk = encoder.dumps_for_lua(ops[i : i + _CHUNK], omit=dramatiq.Message)
+            reply = self.direct.evalsha(self._apply, self.namespace, chunk, *args)
             applied += int(reply[0])
             missing.update(job_id.decode() for job_id in reply[1:])
         if missing:  # compact writes of jobs with no record yet (their enqueue's write is still on its way)
-            full = [make_full(op) for op in ops if op["id"] in missing]
-            applied += self.apply(full + [make_full(c.write()) for c in done if c.job_id in missing])
+            applied += self.apply([make_full(op) for op in ops if op["id"] in missing])
         return applied
 
     def get(self, job_ids: Iterable[str]) -> list[JobRecord | None]:

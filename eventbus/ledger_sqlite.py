@@ -107,10 +107,8 @@ class SQLiteLedger:
             counts.queues.add(op["q"])
             if op["kind"] == "fanout":
                 counts.topics[(op["topic"], "published")] += 1
-        if state in ("completed", "dead") and (row is None or row[1] != state):
-            counts.processed[(op["q"], t // BUCKET_MS)] += 1
-            if op["kind"] == "delivery":
-                counts.topics[(op["topic"], "deliveries" if state == "completed" else "failed")] += 1
+        if row is None or row[1] != state:
+            counts.finished(op, state, t)
         return True
 
     def _apply_compact(self, conn: sqlite3.Connection, op: dict[str, Any], now: int, counts: _Counts) -> bool:
@@ -131,10 +129,7 @@ class SQLiteLedger:
         )  # fmt: skip
         if cursor.rowcount != 1:
             return False
-        if state in ("completed", "dead"):
-            counts.processed[(op["q"], t // BUCKET_MS)] += 1
-            if op["kind"] == "delivery":
-                counts.topics[(op["topic"], "deliveries" if state == "completed" else "failed")] += 1
+        counts.finished(op, state, t)
         return True
 
     def get(self, job_ids: Iterable[str]) -> list[JobRecord | None]:
@@ -208,6 +203,13 @@ class _Counts:
         self.queues: set[str] = set()
         self.topics: collections.Counter[tuple[str, str]] = collections.Counter()
         self.processed: collections.Counter[tuple[str, int]] = collections.Counter()
+
+    def finished(self, op: dict[str, Any], state: str, t: int) -> None:
+        """Count a job that entered ``state`` at ``t`` (only completed and dead count)."""
+        if state in ("completed", "dead"):
+            self.processed[(op["q"], t // BUCKET_MS)] += 1
+            if op["kind"] == "delivery":
+                self.topics[(op["topic"], "deliveries" if state == "completed" else "failed")] += 1
 
     def write(self, conn: sqlite3.Connection, now: int) -> None:
         conn.executemany(

@@ -284,15 +284,16 @@ class RedisBroker(HookCache, _DramatiqRedisBroker):
     def _send_writes(self, marks: list[Any], acks: list[AckKey]) -> None:
         """One round trip of start marks and acks (see :mod:`eventbus.brokers.group_commit`).
 
-        The acks go out as bare EVALSHA, ``_CHUNK`` per call; after a Redis restart the batch fails with
-        NOSCRIPT once, and is sent again after :meth:`reload_scripts` (SADD and ack are idempotent).
+        The acks, and the ledger completions waiting for them, go out as bare EVALSHA, ``_CHUNK`` per
+        call; after a Redis restart the batch fails with NOSCRIPT once, and is sent again after
+        :meth:`reload_scripts` (SADD, ack and completion are idempotent).
         """
         done = [self.completions.popleft() for _ in range(len(self.completions))]
+        retention = Retention.from_settings(get_settings()).args()
         try:
             for attempt in (1, 2):
                 commands: list[tuple[Any, ...]] = [("SADD", self.recovery.started, *marks)] if marks else []
                 head = ("EVALSHA", self._ack_script.sha, 0, self.namespace, self.broker_id, current_millis())
-                retention = Retention.from_settings(get_settings()).args()
                 for i in range(0, max(len(acks), len(done)), _CHUNK):
                     pairs = acks[i : i + _CHUNK]
                     flat = itertools.chain.from_iterable(c.flat() for c in done[i : i + _CHUNK])

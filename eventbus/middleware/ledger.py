@@ -7,10 +7,10 @@ actor path pays no Redis round trip. A job's ``active`` write is held back until
 or the next flush, whichever comes first: a job that finishes within one flush costs one write
 with both states in its history, and a longer job still shows ``active`` within one flush
 interval. A worker's writes are compact (see :func:`eventbus.ledger.transition`) and built by the
-flusher, not by the job's thread; on Redis a finished job's write (a :class:`Completion`) goes with
-its ack instead, in the group commit's script call. The thread starts on first use (publishers) or at worker boot,
-and is drained at worker shutdown and at interpreter exit. A ``kill -9`` loses at most the last
-~25 ms of writes; the job's next write repairs its record.
+flusher, not by the job's thread; on Redis a finished job's write (a :class:`Completion`) goes
+with its ack instead, in the group commit's script call. The thread starts on first use
+(publishers) or at worker boot, and is drained at worker shutdown and at interpreter exit. A
+``kill -9`` loses at most the last ~25 ms of writes; the job's next write repairs its record.
 """
 
 from __future__ import annotations
