@@ -54,6 +54,27 @@ _RANK = {
 
 _STATES = frozenset(s.value for s in JobState)
 
+# A record's history is ``<code>@<epoch ms>`` entries, oldest first, joined by commas. One letter per
+# state keeps a finished job's history (``w@...,a@...,c@...``, 47 bytes) under Redis's 64-byte limit
+# for compact hashes: past it the record becomes a hash table, which takes several times the memory
+# and the Redis time to write and to delete. Records written with whole state names still read.
+HISTORY_CODES: dict[str, str] = {  # keyed by JobState, which hashes as its value
+    JobState.WAITING: "w",
+    JobState.DELAYED: "d",
+    JobState.ACTIVE: "a",
+    JobState.RETRYING: "r",
+    JobState.COMPLETED: "c",
+    JobState.DEAD: "x",
+    JobState.FAILED: "f",
+    JobState.CANCELLED: "k",
+}
+_CODE_STATES = {code: JobState(state) for state, code in HISTORY_CODES.items()}
+
+
+def history_entry(state: str, at_ms: int | str) -> str:
+    """One history entry: ``state`` (a JobState or its value) entered at ``at_ms``."""
+    return f"{HISTORY_CODES[state]}@{at_ms}"
+
 
 def sequence(requeues: int, attempt: int, state: JobState) -> int:
     """The ordering key of a write (see the module docstring)."""
@@ -172,7 +193,7 @@ def fanout_record(message: dramatiq.Message[Any], now_ms: int, worker: str) -> d
     return op
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one is built per finished job, and a frozen one costs 4x to build
 class Completion:
     """A job a worker finished: its ``completed`` write, built only when the ledger flushes.
 
@@ -197,7 +218,7 @@ class Completion:
             return transition(self.message, JobState.COMPLETED, self.attempt, at_ms=at, compact=True, finished_at_ms=at)
         op = transition(self.message, JobState.COMPLETED, self.attempt, at_ms=at, compact=True,
                         started_at_ms=started, finished_at_ms=at, worker=self.worker)  # fmt: skip
-        op["h"] = f"active@{started},completed@{at}"
+        op["h"] = f"{history_entry(JobState.ACTIVE, started)},{history_entry(JobState.COMPLETED, at)}"
         return op
 
     def flat(self) -> tuple[str, ...]:
@@ -239,7 +260,7 @@ def _fold(writes: list[dict[str, Any]]) -> dict[str, Any]:
     writes = sorted(writes, key=lambda op: int(op["seq"]))
     op = dict(writes[-1])
     op["f"] = {k: v for w in writes for k, v in w["f"].items()}
-    op["h"] = ",".join(w.get("h") or f"{w['s']}@{w['t']}" for w in writes)
+    op["h"] = ",".join(w.get("h") or history_entry(w["s"], w["t"]) for w in writes)
     if not all(w.get("c") for w in writes):  # a full write among them: the fold can create the record
         op.pop("c", None)
         op.pop("m", None)
@@ -299,9 +320,10 @@ class JobRecord:
 
         history = []
         for item in filter(None, d.get("history", "").split(",")):
-            state, _, at = item.partition("@")
-            if state in _STATES and at.isdigit():
-                history.append(HistoryEntry(JobState(state), int(at)))
+            name, _, at = item.partition("@")
+            state = _CODE_STATES.get(name) or (JobState(name) if name in _STATES else None)
+            if state is not None and at.isdigit():
+                history.append(HistoryEntry(state, int(at)))
         return cls(
             id=d["id"],
             queue=d.get("queue", ""),

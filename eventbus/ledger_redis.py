@@ -22,7 +22,7 @@ import redis
 
 from eventbus import encoder
 from eventbus.brokers.redis_direct import Direct
-from eventbus.ledger import Completion, JobRecord, JobState, make_full
+from eventbus.ledger import HISTORY_CODES, Completion, JobRecord, JobState, make_full
 from eventbus.settings import Settings
 
 BUCKET_MS = 5_000
@@ -32,11 +32,16 @@ BUCKET_MS = 5_000
 # (index of the six retention values in ARGV) to be set; LEDGER_COMPLETIONS also ``c0``, the index of
 # the first completion, 8 values each (see :meth:`eventbus.ledger.Completion.flat`): job id,
 # sequence, finished ms, started ms ("" once its active write went out), attempts, requeues, redis
-# message id, worker. Counters, the queues set and keep-N trimming are gathered per call, so a write
-# costs a few commands (HMGET, HSET, ZREM, ZADD, PEXPIRE), not a dozen.
-LEDGER_PRELUDE = """
+# message id, worker. The state sets, counters, the queues set and keep-N trimming are gathered per
+# call, so a write costs two commands of its own (HMGET, HSET): each command a script calls costs
+# a few microseconds of Redis time, which the workers' fetches wait behind.
+LEDGER_PRELUDE = (
+    "local code = {"
+    + ", ".join(f'{state} = "{letter}"' for state, letter in HISTORY_CODES.items())
+    + "}  -- history entries (see eventbus.ledger.HISTORY_CODES)"
+    + """
 local keep = {completed = tonumber(ARGV[r]), failed = tonumber(ARGV[r + 1])}
-local age = {completed = tonumber(ARGV[r + 2]), failed = tonumber(ARGV[r + 3]), dead = tonumber(ARGV[r + 4])}
+local dead_ttl = tonumber(ARGV[r + 4])  -- ARGV[r + 2] and [r + 3], the ages, are Upkeep's to enforce
 local terminal = {completed = true, failed = true, dead = true, cancelled = true}
 local event_ttl = tonumber(ARGV[r + 5])
 local applied, missing = 0, {}
@@ -54,13 +59,32 @@ local function history(prev, entry)
     return hist
 end
 
+-- The state sets change once per call, not once per record: each gets one ZREM and one ZADD with
+-- every id that left or entered it (ZREMs first, so a record moved twice in a call ends up in the
+-- set it entered last).
+local leaving, entering = {}, {}
+
+local function pending(sets, zkey)
+    local ids = sets[zkey]
+    if not ids then
+        ids = {}
+        sets[zkey] = ids
+    end
+    return ids
+end
+
 -- The record at key (as it was: cur = seq, state, queue) now is in state s of queue q since t.
+-- Completed and failed records need no TTL: keep-N trims them here, and Upkeep trims them by age.
 local function moved(key, id, cur, q, s, t, kind, topic)
     if cur[2] and cur[3] then
-        redis.call("zrem", ns .. ":jobs:" .. cur[3] .. ":" .. cur[2], id)
+        local old = ns .. ":jobs:" .. cur[3] .. ":" .. cur[2]
+        pending(leaving, old)[id] = true
+        if entering[old] then
+            entering[old][id] = nil
+        end
     end
     local zkey = ns .. ":jobs:" .. q .. ":" .. s
-    redis.call("zadd", zkey, t, id)
+    pending(entering, zkey)[id] = t
     if cur[1] == false then
         queues[q] = true
         if kind == "fanout" then
@@ -77,15 +101,27 @@ local function moved(key, id, cur, q, s, t, kind, topic)
         end
     end
     if keep[s] then
-        redis.call("pexpire", key, age[s])
         trim[zkey] = keep[s]
     elseif s == "dead" then
-        redis.call("pexpire", key, age.dead)
+        redis.call("pexpire", key, dead_ttl)
     elseif cur[2] and terminal[cur[2]] then
         redis.call("persist", key)
     end
 end
+
+-- redis.call(command, [key,] ...items), in calls of at most 4,000 items (Lua's unpack limit is 8,000).
+local function call_with(command, key, items)
+    for i = 1, #items, 4000 do
+        local j = math.min(i + 3999, #items)
+        if key then
+            redis.call(command, key, unpack(items, i, j))
+        else
+            redis.call(command, unpack(items, i, j))
+        end
+    end
+end
 """
+)
 LEDGER_COMPLETIONS = """
 for i = c0, #ARGV, 8 do
     local id, seq, t, started = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
@@ -95,11 +131,11 @@ for i = c0, #ARGV, 8 do
         missing[#missing + 1] = id
     elseif tonumber(seq) >= tonumber(cur[1]) then
         applied = applied + 1
-        local entry = "completed@" .. t
+        local entry = code.completed .. "@" .. t
         local args = {"state", "completed", "seq", seq, "updated_at", t, "finished_at_ms", t,
             "attempts", ARGV[i + 4], "requeues", ARGV[i + 5]}
         if started ~= "" then
-            entry = "active@" .. started .. "," .. entry
+            entry = code.active .. "@" .. started .. "," .. entry
             args[#args + 1], args[#args + 2] = "started_at_ms", started
             args[#args + 1], args[#args + 2] = "worker", ARGV[i + 7]
         end
@@ -113,6 +149,21 @@ for i = c0, #ARGV, 8 do
 end
 """
 LEDGER_EPILOGUE = """
+for zkey, ids in pairs(leaving) do
+    local items = {}
+    for id in pairs(ids) do
+        items[#items + 1] = id
+    end
+    call_with("zrem", zkey, items)
+end
+for zkey, ids in pairs(entering) do
+    local items = {}
+    for id, t in pairs(ids) do
+        items[#items + 1] = t
+        items[#items + 1] = id
+    end
+    call_with("zadd", zkey, items)
+end
 for bucket, n in pairs(processed) do
     redis.call("incrby", bucket, n)
     redis.call("pexpire", bucket, 70000)
@@ -127,9 +178,11 @@ for zkey, n_keep in pairs(trim) do
     local n = redis.call("zcard", zkey)
     if n > n_keep then
         local old = redis.call("zpopmin", zkey, n - n_keep)
+        local keys = {}
         for i = 1, #old, 2 do
-            redis.call("del", ns .. ":job:" .. old[i])
+            keys[#keys + 1] = ns .. ":job:" .. old[i]
         end
+        call_with("del", nil, keys)
     end
 end
 """
@@ -162,7 +215,7 @@ for _, op in ipairs(ops) do
         end
         if op.force and seq >= 0 or cur_seq == nil or seq >= cur_seq then
             applied = applied + 1
-            local hist = history(cur[4], op.h or (op.s .. "@" .. op.t))
+            local hist = history(cur[4], op.h or (code[op.s] .. "@" .. op.t))
             local args = {"state", op.s, "seq", store_seq, "updated_at", op.t, "history", hist}
             for k, v in pairs(op.f) do
                 args[#args + 1] = k

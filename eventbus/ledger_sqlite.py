@@ -18,7 +18,7 @@ import orjson
 
 from eventbus.brokers import sqlite_control as schema
 from eventbus.brokers.sqlite_store import SQLiteStore
-from eventbus.ledger import Completion, JobRecord, JobState, make_full, now_ms
+from eventbus.ledger import Completion, JobRecord, JobState, history_entry, make_full, now_ms
 from eventbus.ledger_redis import BUCKET_MS, Retention
 
 _HISTORY_CHARS = 1500
@@ -86,7 +86,7 @@ class SQLiteLedger:
         elif not op.get("force") and seq < row[0]:
             return False
         store_seq = max(seq, row[0]) if op.get("force") and row is not None else seq
-        entry = op.get("h") or f"{state}@{t}"
+        entry = op.get("h") or history_entry(state, t)
         history = f"{row[3]},{entry}" if row is not None else entry
         if len(history) > _HISTORY_CHARS:
             cut = history.find(",", len(history) - _HISTORY_CHARS - 1)
@@ -124,7 +124,7 @@ class SQLiteLedger:
             "history = history || ',' || ?, fields = json_patch(fields, ?) "
             "WHERE id = ? AND seq <= ? AND state != ? AND length(history) < ? "
             "AND (expires_at IS NULL OR expires_at > ?)",
-            (state, int(op["seq"]), t, None if age is None else now + age, op.get("h") or f"{state}@{t}",
+            (state, int(op["seq"]), t, None if age is None else now + age, op.get("h") or history_entry(state, t),
              orjson.dumps(op["f"]).decode(), op["id"], int(op["seq"]), state, _HISTORY_CHARS - 100, now),
         )  # fmt: skip
         if cursor.rowcount != 1:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from eventbus.delivery import build_message
-from eventbus.ledger import Completion, JobState, now_ms
+from eventbus.ledger import Completion, JobState, now_ms, transition
 from eventbus.middleware.ledger import ledger_writer
 
 pytestmark = pytest.mark.redis
@@ -42,3 +42,48 @@ def test_the_ack_holds_when_the_ledger_part_fails_and_the_completion_is_written_
     ledger_writer(bus).flush()
     record = ledger_writer(bus).store.get(["A2"])[0]
     assert (record.state, record.actor, record.queue) == (JobState.COMPLETED, "user.job", "acks_q")
+
+
+def test_a_finished_record_stays_a_compact_hash(bus):
+    # Given a job enqueued, started and finished, its completion written with its ack
+    message, rid = enqueued(bus, "A3")
+    bus.completions.append(Completion(message, 1, now_ms() - 5, now_ms(), "w:1"))
+    bus._send_writes([], [("acks_q", rid)])
+    # Then its record is still a listpack (whole state names in the history made it a hash table:
+    # several times the memory, and the Redis time to write and to delete it)
+    assert bus.client.object("encoding", bus.key("job", "A3")) == b"listpack"
+    record = ledger_writer(bus).store.get(["A3"])[0]
+    assert [h.state for h in record.history] == [JobState.WAITING, JobState.ACTIVE, JobState.COMPLETED]
+
+
+def test_a_job_moved_twice_in_one_call_is_only_in_its_last_state_set(bus):
+    # Given a job's writes that are not folded into one (control-plane writes) in one apply call
+    message = bus.enqueue(build_message("acks_q", "user.job", {}, {}, "A4"))
+    store = ledger_writer(bus).store
+    ops = [transition(message, state, 1) for state in (JobState.WAITING, JobState.ACTIVE, JobState.COMPLETED)]
+    for op in ops:
+        op["force"] = True
+    store.apply(ops)
+    # Then its record sits in the completed set only: the sets change once per call, not per write
+    for state, members in (("waiting", 0), ("active", 0), ("completed", 1)):
+        assert (bus.client.zscore(bus.key("jobs", "acks_q", state), "A4") is not None) == bool(members)
+    assert store.get(["A4"])[0].state is JobState.COMPLETED
+
+
+def test_keep_n_trims_a_whole_call_of_completions_at_once(bus, settings):
+    # Given keep_completed=3 and ten jobs finished in one group commit
+    from dataclasses import replace
+
+    from eventbus.settings import set_settings
+
+    set_settings(replace(settings, keep_completed=3))
+    acks = []
+    for i in range(10):
+        message, rid = enqueued(bus, f"T{i}")
+        bus.completions.append(Completion(message, 1, None, now_ms() + i, "w:1"))
+        acks.append(("acks_q", rid))
+    bus._send_writes([], acks)
+    # Then the newest three are kept, and the records of the others are gone
+    kept = [m.decode() for m in bus.client.zrange(bus.key("jobs", "acks_q", "completed"), 0, -1)]
+    assert kept == ["T7", "T8", "T9"]
+    assert [bus.client.exists(bus.key("job", f"T{i}")) for i in range(10)] == [0] * 7 + [1] * 3

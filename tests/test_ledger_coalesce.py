@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from eventbus.ledger import JobState, coalesce, sequence
+from eventbus.ledger import JobRecord, JobState, coalesce, sequence
 
 
 def write(job: str, state: JobState, t: int, attempt: int = 1, **fields: str) -> dict:
@@ -28,7 +28,7 @@ def test_a_job_enqueued_started_and_finished_in_one_flush_is_one_write():
     folded = coalesce(ops)
     assert [op["id"] for op in folded] == ["a", "b"]
     a = folded[0]
-    assert a["s"] == "completed" and a["t"] == "4" and a["h"] == "waiting@1,active@3,completed@4"
+    assert a["s"] == "completed" and a["t"] == "4" and a["h"] == "w@1,a@3,c@4"
     assert a["f"] == {"id": "a", "started_at_ms": "3", "finished_at_ms": "4"}
     assert folded[1] == ops[1]
 
@@ -36,7 +36,7 @@ def test_a_job_enqueued_started_and_finished_in_one_flush_is_one_write():
 def test_writes_that_arrive_out_of_order_fold_in_sequence_order():
     late_waiting = write("a", JobState.WAITING, 1)
     folded = coalesce([write("a", JobState.ACTIVE, 3), late_waiting])
-    assert folded[0]["s"] == "active" and folded[0]["h"] == "waiting@1,active@3"
+    assert folded[0]["s"] == "active" and folded[0]["h"] == "w@1,a@3"
 
 
 def test_control_plane_writes_are_never_folded():
@@ -49,3 +49,12 @@ def test_the_event_kept_for_replay_survives_folding():
     active = {**write("e", JobState.ACTIVE, 1), "kind": "fanout", "ev": '{"id":"e"}', "eid": "e"}
     folded = coalesce([active, write("e", JobState.COMPLETED, 2)])
     assert folded[0]["ev"] == '{"id":"e"}' and folded[0]["eid"] == "e" and folded[0]["s"] == "completed"
+
+
+def test_a_history_written_with_whole_state_names_still_reads():
+    record = JobRecord.from_fields({"id": "j", "history": "waiting@1,active@2,c@3"})
+    assert [(h.state, h.at_ms) for h in record.history] == [
+        (JobState.WAITING, 1),
+        (JobState.ACTIVE, 2),
+        (JobState.COMPLETED, 3),
+    ]

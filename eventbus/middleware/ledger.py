@@ -22,6 +22,7 @@ import logging
 import os
 import threading
 import traceback
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -75,6 +76,8 @@ class LedgerWriter:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = 0
+        self._running = False  # the flusher runs in this process (a hot-path check with no syscall)
+        _WRITERS.add(self)
 
     def add(self, op: dict[str, Any]) -> None:
         """Queue one write; it reaches Redis within ``interval_s``."""
@@ -82,20 +85,20 @@ class LedgerWriter:
         if held is not None:
             self._ops.append(held())
         self._ops.append(op)
-        if self._pid != os.getpid():
+        if not self._running:
             self.start()
 
     def completed(self, done: Completion) -> None:
         """Queue a finished job's write (the flusher builds it); the caller released its held write."""
         self._ops.append(done)
-        if self._pid != os.getpid():
+        if not self._running:
             self.start()
 
     def hold(self, job_id: str, build: Callable[[], dict[str, Any]]) -> None:
         """Keep a job's write back (as the call that builds it) for :meth:`release` by its next write;
         the next flush builds and sends it if not."""
         self._held[job_id] = build
-        if self._pid != os.getpid():
+        if not self._running:
             self.start()
 
     def release(self, job_id: str) -> Callable[[], dict[str, Any]] | None:
@@ -111,6 +114,7 @@ class LedgerWriter:
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="eventbus-ledger", daemon=True)
             self._thread.start()
+            self._running = True
             atexit.register(self.flush)
 
     def stop(self) -> None:
@@ -149,6 +153,17 @@ class LedgerWriter:
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             self.flush()
+
+
+_WRITERS: weakref.WeakSet[LedgerWriter] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for writer in _WRITERS:  # a forked child has none of its parent's threads
+        writer._running = False
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 class Ledger(dramatiq.Middleware):
