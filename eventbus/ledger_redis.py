@@ -73,31 +73,46 @@ local function pending(sets, zkey)
     return ids
 end
 
+-- Keys and counter names are built once per call (each string a script makes is hashed by Lua).
+local set_keys = {}
+
+local function set_key(q, s)
+    local by_state = pending(set_keys, q)
+    local zkey = by_state[s]
+    if not zkey then
+        zkey = ns .. ":jobs:" .. q .. ":" .. s
+        by_state[s] = zkey
+    end
+    return zkey
+end
+
+local function count(counters, a, b)
+    local by = pending(counters, a)
+    by[b] = (by[b] or 0) + 1
+end
+
 -- The record at key (as it was: cur = seq, state, queue) now is in state s of queue q since t.
 -- Completed and failed records need no TTL: keep-N trims them here, and Upkeep trims them by age.
 local function moved(key, id, cur, q, s, t, kind, topic)
     if cur[2] and cur[3] then
-        local old = ns .. ":jobs:" .. cur[3] .. ":" .. cur[2]
+        local old = set_key(cur[3], cur[2])
         pending(leaving, old)[id] = true
         if entering[old] then
             entering[old][id] = nil
         end
     end
-    local zkey = ns .. ":jobs:" .. q .. ":" .. s
+    local zkey = set_key(q, s)
     pending(entering, zkey)[id] = t
     if cur[1] == false then
         queues[q] = true
         if kind == "fanout" then
-            local name = topic .. "|published"
-            stats[name] = (stats[name] or 0) + 1
+            count(stats, topic, "published")
         end
     end
     if (s == "completed" or s == "dead") and cur[2] ~= s then
-        local bucket = ns .. ":processed:" .. q .. ":" .. math.floor(tonumber(t) / 5000)
-        processed[bucket] = (processed[bucket] or 0) + 1
+        count(processed, q, math.floor(tonumber(t) / 5000))
         if kind == "delivery" then
-            local name = topic .. (s == "completed" and "|deliveries" or "|failed")
-            stats[name] = (stats[name] or 0) + 1
+            count(stats, topic, s == "completed" and "deliveries" or "failed")
         end
     end
     if keep[s] then
@@ -132,17 +147,23 @@ for i = c0, #ARGV, 8 do
     elseif tonumber(seq) >= tonumber(cur[1]) then
         applied = applied + 1
         local entry = code.completed .. "@" .. t
-        local args = {"state", "completed", "seq", seq, "updated_at", t, "finished_at_ms", t,
-            "attempts", ARGV[i + 4], "requeues", ARGV[i + 5]}
+        local args
         if started ~= "" then
             entry = code.active .. "@" .. started .. "," .. entry
-            args[#args + 1], args[#args + 2] = "started_at_ms", started
-            args[#args + 1], args[#args + 2] = "worker", ARGV[i + 7]
+            args = {"state", "completed", "seq", seq, "updated_at", t, "finished_at_ms", t,
+                "history", history(cur[4], entry), "started_at_ms", started, "worker", ARGV[i + 7]}
+        else
+            args = {"state", "completed", "seq", seq, "updated_at", t, "finished_at_ms", t,
+                "history", history(cur[4], entry)}
         end
-        if ARGV[i + 6] ~= "" then
-            args[#args + 1], args[#args + 2] = "redis_message_id", ARGV[i + 6]
+        -- Attempts, requeues and message id change with the attempt (seq // 10), not within one.
+        if math.floor(tonumber(seq) / 10) ~= math.floor(tonumber(cur[1]) / 10) then
+            args[#args + 1], args[#args + 2] = "attempts", ARGV[i + 4]
+            args[#args + 1], args[#args + 2] = "requeues", ARGV[i + 5]
+            if ARGV[i + 6] ~= "" then
+                args[#args + 1], args[#args + 2] = "redis_message_id", ARGV[i + 6]
+            end
         end
-        args[#args + 1], args[#args + 2] = "history", history(cur[4], entry)
         redis.call("hset", key, unpack(args))
         moved(key, id, cur, cur[3], "completed", t, cur[5], cur[6] or "")
     end
@@ -164,12 +185,17 @@ for zkey, ids in pairs(entering) do
     end
     call_with("zadd", zkey, items)
 end
-for bucket, n in pairs(processed) do
-    redis.call("incrby", bucket, n)
-    redis.call("pexpire", bucket, 70000)
+for q, buckets in pairs(processed) do
+    for bucket, n in pairs(buckets) do
+        local counter = ns .. ":processed:" .. q .. ":" .. bucket
+        redis.call("incrby", counter, n)
+        redis.call("pexpire", counter, 70000)
+    end
 end
-for name, n in pairs(stats) do
-    redis.call("hincrby", ns .. ":topicstats", name, n)
+for topic, counts in pairs(stats) do
+    for name, n in pairs(counts) do
+        redis.call("hincrby", ns .. ":topicstats", topic .. "|" .. name, n)
+    end
 end
 for queue in pairs(queues) do
     redis.call("sadd", ns .. ":queues", queue)

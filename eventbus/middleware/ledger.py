@@ -244,10 +244,9 @@ class Ledger(dramatiq.Middleware):
         """completed, written from the worker thread (the consumer thread, which acks for every worker
         thread, stays free); or keep the error text for the retry's write, which Retries makes right
         after this hook."""
-        if exception is not None:
+        if exception is not None:  # kept for the retry's write (a later message's id does not match it)
             self._local.error = (message.message_id, f"{type(exception).__name__}: {exception}")
             return
-        self._local.error = None
         attempt = getattr(message, "_ledger_attempt", None)
         writer = self.writer
         if attempt is None or writer is None or message.failed:
