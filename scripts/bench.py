@@ -233,6 +233,7 @@ TARGETS: list[tuple[str, str, float]] = [
     ("email pooled >= 500/s", "email.plain.pooled_per_s", 500),
     ("email pooled >= 3x naive, STARTTLS (as providers require)", "email.starttls.speedup", 3),
     ("ledger on >= 0.85x off (Redis)", "ledger.redis.ratio_on_vs_off", 0.85),
+    ("ledger on >= 0.85x off (SQLite)", "ledger.sqlite.ratio_on_vs_off", 0.85),
     ("SQLite drain >= 1,000 jobs/s", "sqlite.drain_jobs_per_s", 1000),
     ("SQLite single publish >= 2,000/s", "sqlite.single_publish_events_per_s", 2000),
     ("SQLite bulk publish >= 20,000/s", "sqlite.bulk_publish_events_per_s", 20_000),

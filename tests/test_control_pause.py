@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 
+import dramatiq
 import pytest
 
 import tests.apps.control  # noqa: F401  declares the test topics in this (publisher) process
@@ -59,3 +60,33 @@ def test_pause_stops_new_starts_within_250_ms_and_after_resume_all_600_complete_
 
 def calls(redis_client, ns: str) -> Counter[str]:
     return Counter({k.decode(): int(v) for k, v in redis_client.hgetall(f"{ns}:test:calls").items()})
+
+
+def test_a_resume_takes_effect_at_once_for_a_message_already_fetched(bus, settings):
+    # Given a worker's gate whose copy of the paused set still lists a queue that was just resumed
+    from dramatiq.middleware import SkipMessage
+
+    from eventbus.delivery import build_message
+    from eventbus.middleware.pause import PauseGate
+
+    gate = PauseGate()
+    cp = ControlPlane(bus, settings)
+    cp.store.register_queues(["resumed_q"])
+    cp.pause("resumed_q")
+    gate.after_worker_boot(bus, None)
+    try:
+        assert "resumed_q" in gate.paused
+        cp.resume("resumed_q")
+        message = bus.enqueue(build_message("resumed_q", "user.job", {}, {}, "R1"))
+        proxy = dramatiq.MessageProxy(message)
+        # When the gate meets a message of that queue (fetched after the resume)
+        gate.before_process_message(bus, proxy)  # Then it runs: no SkipMessage, no wait for the refresh
+        assert "resumed_q" not in gate.paused
+        # And while a queue really is paused, its message is still handed back
+        cp.pause("resumed_q")
+        wait_for(lambda: "resumed_q" in gate.paused, 5)  # the gate's own refresh
+        other = dramatiq.MessageProxy(bus.enqueue(build_message("resumed_q", "user.job", {}, {}, "R2")))
+        with pytest.raises(SkipMessage):
+            gate.before_process_message(bus, other)
+    finally:
+        gate.before_worker_shutdown(bus, None)

@@ -5,7 +5,8 @@ The broker's fetch already hands out nothing for a paused queue (Redis: listed i
 before the pause: when one reaches a worker thread, it goes back to the head of its priority
 (Redis list / SQLite row made visible at once) with its data kept, and is skipped. Each process refreshes
 its copy of the paused set every 100 ms, so no job of a paused queue starts more than ~100 ms
-after the pause.
+after the pause; a message of a queue the copy still shows paused reads the set again before it is
+handed back, so a resume takes effect with the next fetch, not up to 100 ms later.
 """
 
 from __future__ import annotations
@@ -81,6 +82,9 @@ class PauseGate(dramatiq.Middleware):
     def before_process_message(self, broker: Any, message: Any) -> None:
         """Put a message of a paused queue back at the head of its list and skip it."""
         if message.queue_name not in self.paused or self._script is None:
+            return
+        self._refresh(broker)  # resumed since the last refresh? then it runs: a resume takes effect at once
+        if message.queue_name not in self.paused:
             return
         if self._script is _put_back_row:
             _put_back_row(broker, message)
