@@ -115,12 +115,13 @@ local function moved(key, id, cur, q, s, t, kind, topic)
             count(stats, topic, s == "completed" and "deliveries" or "failed")
         end
     end
+    if s == "dead" then
+        redis.call("pexpire", key, dead_ttl)
+    elseif cur[2] and terminal[cur[2]] and cur[2] ~= s then
+        redis.call("persist", key)  -- its TTL as a dead letter's record ends with that state
+    end
     if keep[s] then
         trim[zkey] = keep[s]
-    elseif s == "dead" then
-        redis.call("pexpire", key, dead_ttl)
-    elseif cur[2] and terminal[cur[2]] then
-        redis.call("persist", key)
     end
 end
 

@@ -87,3 +87,17 @@ def test_keep_n_trims_a_whole_call_of_completions_at_once(bus, settings):
     kept = [m.decode() for m in bus.client.zrange(bus.key("jobs", "acks_q", "completed"), 0, -1)]
     assert kept == ["T7", "T8", "T9"]
     assert [bus.client.exists(bus.key("job", f"T{i}")) for i in range(10)] == [0] * 7 + [1] * 3
+
+
+def test_a_dead_jobs_record_loses_its_ttl_once_it_is_failed_history(bus):
+    # Given a dead job's record, which expires with its dead letter
+    message = bus.enqueue(build_message("acks_q", "user.job", {}, {}, "D1"))
+    store = ledger_writer(bus).store
+    store.apply([transition(message, JobState.DEAD, 1)])
+    assert bus.client.pttl(bus.key("job", "D1")) > 0
+    # When its dead letter is purged and the record becomes failed history
+    store.apply([{"id": "D1", "q": "acks_q", "s": "failed", "seq": "0", "t": str(now_ms()), "kind": "job",
+                  "topic": "", "f": {}, "force": True, "existing": True}])  # fmt: skip
+    # Then the record keeps no TTL: Upkeep trims failed records by their own age (and keep-N here)
+    assert bus.client.pttl(bus.key("job", "D1")) == -1
+    assert store.get(["D1"])[0].state is JobState.FAILED
