@@ -211,40 +211,15 @@ class Completion:
     def job_id(self) -> str:
         return self.message.message_id
 
-    def parts(self) -> tuple[int, dict[str, str], str]:
-        """Its sequence, the fields it changes and its history entries (the active one folded in when
-        ``started_ms`` is set)."""
-        options = self.message.options
-        requeues = int(options.get("requeues", 0))
-        at, started = self.finished_ms, self.started_ms
-        f = {"requeues": str(requeues), "attempts": str(self.attempt), "finished_at_ms": str(at)}
-        redis_id = options.get("redis_message_id")
-        if redis_id is not None:
-            f["redis_message_id"] = str(redis_id)
-        entry = history_entry(JobState.COMPLETED, at)
-        if started is not None:
-            f["started_at_ms"] = str(started)
-            f["worker"] = self.worker
-            entry = f"{history_entry(JobState.ACTIVE, started)},{entry}"
-        return sequence(requeues, self.attempt, JobState.COMPLETED), f, entry
-
     def write(self) -> dict[str, Any]:
-        """The compact write (see :func:`transition`) it stands for."""
-        seq, f, entry = self.parts()
-        message = self.message
-        return {
-            "id": message.message_id,
-            "q": canonical_queue(message.queue_name),
-            "s": JobState.COMPLETED.value,
-            "seq": str(seq),
-            "t": str(self.finished_ms),
-            "kind": job_kind(message.actor_name),
-            "topic": message.options.get("topic") or "",
-            "f": f,
-            "c": 1,
-            "m": message,
-            "h": entry,
-        }
+        """The compact write: completed, with the active one folded in when ``started_ms`` is set."""
+        at, started = self.finished_ms, self.started_ms
+        if started is None:
+            return transition(self.message, JobState.COMPLETED, self.attempt, at_ms=at, compact=True, finished_at_ms=at)
+        op = transition(self.message, JobState.COMPLETED, self.attempt, at_ms=at, compact=True,
+                        started_at_ms=started, finished_at_ms=at, worker=self.worker)  # fmt: skip
+        op["h"] = f"{history_entry(JobState.ACTIVE, started)},{history_entry(JobState.COMPLETED, at)}"
+        return op
 
     def flat(self) -> tuple[str, ...]:
         """id, sequence, finished ms, started ms (or ""), attempts, requeues, redis message id (or ""), worker."""

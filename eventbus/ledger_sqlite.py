@@ -18,16 +18,7 @@ import orjson
 
 from eventbus.brokers import sqlite_control as schema
 from eventbus.brokers.sqlite_store import SQLiteStore
-from eventbus.ledger import (
-    Completion,
-    JobRecord,
-    JobState,
-    canonical_queue,
-    history_entry,
-    job_kind,
-    make_full,
-    now_ms,
-)
+from eventbus.ledger import Completion, JobRecord, JobState, history_entry, make_full, now_ms
 from eventbus.ledger_redis import BUCKET_MS, Retention
 
 _HISTORY_CHARS = 1500
@@ -51,30 +42,19 @@ class SQLiteLedger:
     def apply(self, ops: Sequence[dict[str, Any]], done: Sequence[Completion] = ()) -> int:
         """Apply writes in order, then completions, in one transaction; returns how many were newer than
         the stored records."""
-        if not ops and not done:
+        ops = [*ops, *(c.write() for c in done)]  # built before the write lock is taken
+        if not ops:
             return 0
         applied = 0
         now = now_ms()
         kept: set[tuple[str, str]] = set()
         counts = _Counts()
-        finished = [(c, *c.parts()) for c in done]  # built before the write lock is taken
-        completed = JobState.COMPLETED.value
         with self.store.transaction() as conn:
             for op in ops:
                 if self._apply_one(conn, op, now, counts):
                     applied += 1
                     if op["s"] in self._keep:
                         kept.add((op["q"], op["s"]))
-            for c, seq, fields, entry in finished:
-                message = c.message
-                queue = canonical_queue(message.queue_name)
-                if self._update(conn, message.message_id, completed, seq, c.finished_ms, entry, fields, now):
-                    counts.finished(queue, job_kind(message.actor_name), message.options.get("topic") or "",
-                                    completed, c.finished_ms)  # fmt: skip
-                elif not self._apply_one(conn, c.write(), now, counts):  # the general path decides
-                    continue
-                applied += 1
-                kept.add((queue, completed))
             counts.write(conn, now)
             for queue, state in kept:
                 _keep_newest(conn, queue, state, self._keep[state])
@@ -128,43 +108,29 @@ class SQLiteLedger:
             if op["kind"] == "fanout":
                 counts.topics[(op["topic"], "published")] += 1
         if row is None or row[1] != state:
-            counts.finished(op["q"], op["kind"], op["topic"], state, t)
+            counts.finished(op, state, t)
         return True
 
     def _apply_compact(self, conn: sqlite3.Connection, op: dict[str, Any], now: int, counts: _Counts) -> bool:
-        """A worker's write to a live record it moves on: one UPDATE (see :meth:`_update`)."""
-        state, t = op["s"], int(op["t"])
-        if not self._update(
-            conn, op["id"], state, int(op["seq"]), t, op.get("h") or history_entry(state, t), op["f"], now
-        ):
-            return False
-        counts.finished(op["q"], op["kind"], op["topic"], state, t)
-        return True
+        """A worker's write to a live record it moves on: one UPDATE, its fields merged by SQLite.
 
-    def _update(
-        self,
-        conn: sqlite3.Connection,
-        job_id: str,
-        state: str,
-        seq: int,
-        t: int,
-        entry: str,
-        fields: dict[str, str],
-        now: int,
-    ) -> bool:
-        """Move a live record on, its fields merged by SQLite; False (nothing written) when the general
-        path must decide: no record, a newer one, one already in this state (a duplicate delivery), or a
-        history that needs trimming."""
+        False (nothing written) when the general path must decide: no record, a newer one, one
+        already in this state (a duplicate delivery), or a history that needs trimming.
+        """
+        state, t = op["s"], int(op["t"])
         age = self._age_ms.get(state)
         cursor = conn.execute(
             "UPDATE ctl_jobs SET state = ?, seq = ?, updated_at = ?, expires_at = ?, "
             "history = history || ',' || ?, fields = json_patch(fields, ?) "
             "WHERE id = ? AND seq <= ? AND state != ? AND length(history) < ? "
             "AND (expires_at IS NULL OR expires_at > ?)",
-            (state, seq, t, None if age is None else now + age, entry, orjson.dumps(fields).decode(),
-             job_id, seq, state, _HISTORY_CHARS - 100, now),
+            (state, int(op["seq"]), t, None if age is None else now + age, op.get("h") or history_entry(state, t),
+             orjson.dumps(op["f"]).decode(), op["id"], int(op["seq"]), state, _HISTORY_CHARS - 100, now),
         )  # fmt: skip
-        return cursor.rowcount == 1
+        if cursor.rowcount != 1:
+            return False
+        counts.finished(op, state, t)
+        return True
 
     def get(self, job_ids: Iterable[str]) -> list[JobRecord | None]:
         """The records of ``job_ids`` (None where there is none), in one query per 500."""
@@ -238,12 +204,12 @@ class _Counts:
         self.topics: collections.Counter[tuple[str, str]] = collections.Counter()
         self.processed: collections.Counter[tuple[str, int]] = collections.Counter()
 
-    def finished(self, queue: str, kind: str, topic: str, state: str, t: int) -> None:
-        """Count a job of ``queue`` that entered ``state`` at ``t`` (only completed and dead count)."""
+    def finished(self, op: dict[str, Any], state: str, t: int) -> None:
+        """Count a job that entered ``state`` at ``t`` (only completed and dead count)."""
         if state in ("completed", "dead"):
-            self.processed[(queue, t // BUCKET_MS)] += 1
-            if kind == "delivery":
-                self.topics[(topic, "deliveries" if state == "completed" else "failed")] += 1
+            self.processed[(op["q"], t // BUCKET_MS)] += 1
+            if op["kind"] == "delivery":
+                self.topics[(op["topic"], "deliveries" if state == "completed" else "failed")] += 1
 
     def write(self, conn: sqlite3.Connection, now: int) -> None:
         conn.executemany(
