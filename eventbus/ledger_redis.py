@@ -221,6 +221,22 @@ local r = 3
 """
     + LEDGER_PRELUDE
     + """
+-- hist with entry (state@ms) put before the first later entry: a late write keeps the time order.
+local function with_entry(hist, entry, t)
+    local out, placed = {}, false
+    for e in string.gmatch(hist, "[^,]+") do
+        if not placed and (tonumber(string.match(e, "@(%d+)$")) or 0) > t then
+            out[#out + 1] = entry
+            placed = true
+        end
+        out[#out + 1] = e
+    end
+    if not placed then
+        out[#out + 1] = entry
+    end
+    return table.concat(out, ",")
+end
+
 for _, op in ipairs(ops) do
     local key = ns .. ":job:" .. op.id
     local cur = redis.call("hmget", key, "seq", "state", "queue", "history")
@@ -250,6 +266,15 @@ for _, op in ipairs(ops) do
             end
             redis.call("hset", key, unpack(args))
             moved(key, op.id, cur, op.q, op.s, op.t, op.kind, op.topic)
+        elseif op.s == "active" and op.f.started_at_ms and math.floor(seq / 10) == math.floor(cur_seq / 10) then
+            -- A late active write: its job's completion, sent with the ack on another connection, came
+            -- first. The record keeps its later state and gains the start (once).
+            local entry = code.active .. "@" .. op.t
+            local hist = cur[4] or ""
+            if not string.find("," .. hist .. ",", "," .. entry .. ",", 1, true) then
+                redis.call("hset", key, "started_at_ms", op.f.started_at_ms, "worker", op.f.worker or "",
+                    "history", with_entry(hist, entry, tonumber(op.t)))
+            end
         end
     end
 end

@@ -101,3 +101,22 @@ def test_a_dead_jobs_record_loses_its_ttl_once_it_is_failed_history(bus):
     # Then the record keeps no TTL: Upkeep trims failed records by their own age (and keep-N here)
     assert bus.client.pttl(bus.key("job", "D1")) == -1
     assert store.get(["D1"])[0].state is JobState.FAILED
+
+
+def test_an_active_write_that_lands_after_its_completion_still_records_the_start(bus):
+    # Given a job whose active write the flusher took just before the job finished, and whose
+    # completion (sent with its ack, another connection) reached Redis first
+    message, rid = enqueued(bus, "A6")
+    started = now_ms() + 1
+    active = transition(message, JobState.ACTIVE, 1, at_ms=started, compact=True, started_at_ms=started, worker="w:1")
+    bus.completions.append(Completion(message, 1, None, started + 3, "w:1"))
+    bus._send_writes([], [("acks_q", rid)])
+    # When the active write lands, late (and once more, as a retried flush would send it)
+    store = ledger_writer(bus).store
+    store.apply([dict(active)])
+    store.apply([dict(active)])
+    # Then the record stays completed and tells when and where the job started, in time order
+    record = store.get(["A6"])[0]
+    assert (record.state, record.started_at_ms, record.worker) == (JobState.COMPLETED, started, "w:1")
+    assert [h.state for h in record.history] == [JobState.WAITING, JobState.ACTIVE, JobState.COMPLETED]
+    assert bus.client.zscore(bus.key("jobs", "acks_q", "completed"), "A6") is not None
