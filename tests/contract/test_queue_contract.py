@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from datetime import timedelta
 
+import dramatiq
 import pytest
+from dramatiq.middleware import SkipMessage
 
 from eventbus import cancel, publish_event, publish_many, scheduled
 from eventbus.delivery import EVENTS_QUEUE
@@ -94,6 +97,49 @@ def test_a_concurrency_cap_holds_with_more_threads_than_slots(contract_bus):
     assert app.RUNNING["max"] == 2
     assert sorted(c.event_id for c in app.calls_of("c_capped")) == sorted(e.id for e in events)
     assert contract_bus.dead_letters("c_capped") == []
+
+
+def test_a_freed_cap_slot_goes_to_the_most_urgent_job_waiting(contract_bus):
+    from eventbus.middleware.limits import QueueLimits
+
+    broker = contract_bus.broker
+    middleware = next(m for m in broker.middleware if isinstance(m, QueueLimits))
+    # Given queue c_capped's two slots held, four LOW jobs waiting for one, then a CRITICAL job
+    assert broker.limits.acquire("c_capped", 2, "held-1", 10_000) and broker.limits.acquire(
+        "c_capped", 2, "held-2", 10_000
+    )
+    took: list[str] = []
+    done = threading.Event()
+
+    def run(name: str, priority: str) -> None:
+        message = dramatiq.MessageProxy(
+            dramatiq.Message(queue_name="c_capped", actor_name="x", args=(), kwargs={}, options={"priority": priority})
+        )
+        try:
+            middleware.before_process_message(broker, message)  # waits for a slot (at most 1 s)
+        except SkipMessage:  # waited too long: deferred to the schedule
+            return
+        took.append(name)
+        done.wait(10)
+        middleware.after_process_message(broker, message)
+
+    threads = [threading.Thread(target=run, args=(f"low-{i}", "low")) for i in range(4)]
+    threads.append(threading.Thread(target=run, args=("critical", "critical")))
+    for thread in threads:
+        thread.start()
+        time.sleep(0.03)
+    time.sleep(0.1)
+    # When one slot is freed
+    broker.limits.release("c_capped", "held-1")
+    wait_for(lambda: took, 5)
+    time.sleep(0.1)
+    # Then the CRITICAL job has it, though every LOW one waited longer (before, the first to look won)
+    assert took == ["critical"]
+    broker.limits.release("c_capped", "held-2")
+    done.set()
+    for thread in threads:
+        thread.join(10)
+    assert not any(thread.is_alive() for thread in threads)
 
 
 @pytest.mark.kinds("memory")
