@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 from eventbus.errors import ConfigError
 
@@ -35,3 +36,8 @@ class Priority(enum.StrEnum):
 
 
 _RANKS = {Priority.CRITICAL: 0, Priority.HIGH: 1, Priority.NORMAL: 2, Priority.LOW: 3}
+
+
+def rank_of(message: Any) -> int:
+    """The rank of a message's priority (its ``priority`` option, NORMAL when it has none)."""
+    return Priority.parse(message.options.get("priority"), Priority.NORMAL).rank

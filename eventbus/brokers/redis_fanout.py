@@ -26,7 +26,7 @@ from eventbus.brokers.redis_reconnect import REDIS_ERRORS
 from eventbus.delivery import FANOUT_ACTOR, once_key, plan_fanout
 from eventbus.ledger import JobState, fanout_record, transition, worker_name
 from eventbus.middleware.ledger import ledger_writer
-from eventbus.priority import Priority
+from eventbus.priority import rank_of
 from eventbus.settings import get_settings
 
 logger = logging.getLogger("eventbus.fanout")
@@ -92,7 +92,7 @@ class FanoutConsumer(_Consumer):
 
     def _write(self, planned: list[tuple[Message, list[Message]]]) -> None:
         """Enqueue the deliveries of ``planned`` events (most urgent first) and ack those events."""
-        deliveries = sorted((d for _, ds in planned for d in ds), key=_rank)
+        deliveries = sorted((d for _, ds in planned for d in ds), key=rank_of)
         consumers = self.broker.consumers
         take = {q: consumers[q].room() for q in {d.queue_name for d in deliveries} if q in consumers}
         _, taken = self.broker.write(
@@ -129,7 +129,3 @@ class FanoutConsumer(_Consumer):
         logger.error(
             "dead-lettered event message %s on %r: cannot fan it out (%s)", message.message_id, self.queue_name, error
         )
-
-
-def _rank(delivery: Message) -> int:
-    return Priority.parse(delivery.options.get("priority"), Priority.NORMAL).rank

@@ -25,8 +25,7 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import SkipMessage
 
-from eventbus.errors import ConfigError
-from eventbus.priority import Priority
+from eventbus.priority import rank_of
 from eventbus.queues import QueueConfig
 from eventbus.settings import Settings
 
@@ -80,8 +79,9 @@ class Waiters:
 
     def ahead(self, queue: str, rank: int) -> bool:
         """True while a job more urgent than ``rank`` waits for a slot of ``queue``."""
-        ranks = self._ranks.get(queue)
-        return ranks is not None and any(n > 0 for r, n in ranks.items() if r < rank)
+        with self._lock:  # a first waiter of a new rank adds a key: never iterate while it does
+            ranks = self._ranks.get(queue)
+            return ranks is not None and any(n > 0 for r, n in ranks.items() if r < rank)
 
 
 WAITERS = Waiters()
@@ -154,14 +154,14 @@ class QueueLimits(dramatiq.Middleware):
         token = f"{holder}:{uuid.uuid4().hex}"
         ttl_ms = int(self.settings.heartbeat_timeout_s * 1000)
         deadline = time.monotonic() + self.settings.concurrency_wait_ms / 1000
-        queue, rank = config.name, _rank(message)
+        queue, rank = config.name, rank_of(message)
         with WAITERS.waiting(queue, rank):
             while WAITERS.ahead(queue, rank) or not limits.acquire(queue, config.concurrency, token, ttl_ms):
                 if time.monotonic() >= deadline:
                     self._defer(broker, message, random.randint(100, 300))
                 time.sleep(random.uniform(*_POLL_S[rank]))
-        LEASES.add(config.name, token)
-        self._local.lease = (limits, config.name, token)
+        LEASES.add(queue, token)
+        self._local.lease = (limits, queue, token)
 
     def _release(self) -> None:
         lease = getattr(self._local, "lease", None)
@@ -180,10 +180,3 @@ class QueueLimits(dramatiq.Middleware):
         broker.enqueue_many([message._message], delay_ms=delay_ms)
         self._quiet.deferred.add(message.message_id)
         raise SkipMessage(f"deferred {delay_ms} ms by the limits of queue {message.queue_name!r}")
-
-
-def _rank(message: dramatiq.MessageProxy) -> int:
-    try:
-        return Priority.parse(message.options.get("priority"), Priority.NORMAL).rank
-    except ConfigError:  # a message from elsewhere with an odd priority waits as NORMAL
-        return Priority.NORMAL.rank
