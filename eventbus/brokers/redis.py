@@ -594,12 +594,16 @@ class _Consumer(_RedisConsumer):
         self._refill()
 
     def close(self) -> None:
-        """Give back messages handed over but not handed out; write the acks still pending."""
+        """Give back messages handed over or fetched but not handed out; write the acks still pending.
+
+        The consumer thread stops between two messages of a fetch, so some may still be in the cache.
+        """
         left = [self.handed.popleft().options["redis_message_id"] for _ in range(len(self.handed))]
-        if left:
+        if left or self.message_cache:
             try:
+                left += self._cached_ids()
                 self._requeue_ids(left)
-            except dramatiq.errors.ConnectionClosed as e:
+            except (dramatiq.errors.ConnectionClosed, *REDIS_ERRORS) as e:
                 # Not in hand any more: the next consumer's reconciliation requeues them (or, if this
                 # process is stopping, the janitor of another one).
                 self.in_hand.discard(*left)
@@ -610,6 +614,12 @@ class _Consumer(_RedisConsumer):
         except redis.RedisError as e:
             n = len(self.broker.writes)
             logger.warning("could not write %d pending ack(s) at close (%s); those jobs will run again", n, e)
+
+    def _cached_ids(self) -> list[str]:
+        """Ids of the fetched messages still in the cache, which is left empty."""
+        cached, self.message_cache = self.message_cache, []
+        decoded = (self._decode(data) for data in cached if data is not None)
+        return [message.options["redis_message_id"] for message in decoded if message is not None]
 
     def _refill(self) -> None:
         # A full consumer waits for a batch of slots to free up, then fetches at once (no coalescing:

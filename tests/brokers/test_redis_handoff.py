@@ -104,3 +104,16 @@ def test_a_message_being_taken_is_never_requeued_by_a_reconciliation(broker, red
     assert in_hand.reconcile(redis_client, acks, requeued.extend) == []
     in_hand.release("m1")
     assert in_hand.reconcile(redis_client, acks, requeued.extend) == ["m1"] == requeued
+
+
+def test_a_closing_consumer_gives_back_what_it_fetched_and_no_worker_thread_took(broker, redis_client):
+    # Given a consumer that fetched five messages and handed one out (its thread stopped right after)
+    sent = [broker.enqueue(message(n)) for n in range(5)]
+    consumer = broker.consume("q", prefetch=8, timeout=50)
+    first = next(consumer)
+    assert first is not None and first.message_id == sent[0].message_id
+    # When it closes
+    consumer.close()
+    # Then only the one handed out stays in its hands; the other four wait in the queue again, at once
+    assert {m.decode() for m in redis_client.smembers(consumer.acks_key)} == {first.options["redis_message_id"]}
+    assert redis_client.llen(f"{broker.namespace}:q") == 4
