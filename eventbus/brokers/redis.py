@@ -660,3 +660,4 @@ class _Consumer(_RedisConsumer):
         except REDIS_ERRORS as e:
             raise dramatiq.errors.ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
         self.in_hand.discard(*redis_ids)
+        self.broker.recovery.careful.difference_update(redis_ids)  # unstarted: the next fetch decides again

@@ -117,3 +117,16 @@ def test_a_closing_consumer_gives_back_what_it_fetched_and_no_worker_thread_took
     # Then only the one handed out stays in its hands; the other four wait in the queue again, at once
     assert {m.decode() for m in redis_client.smembers(consumer.acks_key)} == {first.options["redis_message_id"]}
     assert redis_client.llen(f"{broker.namespace}:q") == 4
+
+
+def test_a_careful_message_handed_back_unstarted_is_forgotten(broker):
+    # Given a fetched message its fetch named careful (a dead worker held it), not started yet
+    broker.enqueue(message(1))
+    consumer = broker.consume("q", prefetch=4, timeout=50)
+    proxy = next(consumer)
+    rid = proxy.options["redis_message_id"]
+    broker.recovery.careful.add(rid)
+    # When it is handed back (the pause gate, a stopping worker)
+    consumer.requeue([proxy])
+    # Then this worker forgets it: whoever fetches it next decides again
+    assert rid not in broker.recovery.careful
