@@ -7,7 +7,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import dramatiq
 
-from eventbus.priority import Priority
+from eventbus.priority import rank_of
 
 Message = dramatiq.Message[Any]
 
@@ -16,7 +16,7 @@ PRIORITY_SUFFIX = {0: ".p0", 1: ".p1", 2: "", 3: ".p3"}
 
 def list_suffix(message: Message) -> str:
     """The per-priority list a message waits in ('' for NORMAL, so plain Dramatiq tools still see it)."""
-    return PRIORITY_SUFFIX[Priority.parse(message.options.get("priority"), Priority.NORMAL).rank]
+    return PRIORITY_SUFFIX[rank_of(message)]
 
 
 @runtime_checkable

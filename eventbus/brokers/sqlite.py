@@ -48,7 +48,7 @@ from eventbus.brokers.sqlite_schedule import SQLiteSchedule
 from eventbus.brokers.sqlite_store import SQLiteStore
 from eventbus.delivery import EVENTS_QUEUE
 from eventbus.errors import ConfigError
-from eventbus.priority import Priority
+from eventbus.priority import rank_of
 
 DEFAULT_LEASE_S = 30.0
 
@@ -174,7 +174,7 @@ class SQLiteBroker(HookCache, dramatiq.Broker):
             if delay_ms is not None:
                 message = message.copy(queue_name=dq_name(message.queue_name), options={"eta": now + delay_ms})
             eta = int(message.options.get("eta") or 0) if message.queue_name.endswith(".DQ") else 0
-            rank = Priority.parse(message.options.get("priority"), Priority.NORMAL).rank
+            rank = rank_of(message)
             row = (q_name(message.queue_name), rank, max(eta, now), eta, now, message.message_id, message.encode())
             staged.append((message, key, row))
         for message, _, _ in staged:

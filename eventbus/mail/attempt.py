@@ -35,7 +35,7 @@ from eventbus.mail.record import (
 )
 from eventbus.mail.sender import Outcome, SmtpPool, get_pool, transact
 from eventbus.mail.template import render_cached
-from eventbus.priority import Priority
+from eventbus.priority import Priority, rank_of
 from eventbus.settings import Settings, get_settings
 
 logger = logging.getLogger("eventbus.mail")
@@ -221,7 +221,7 @@ def _log_skip(key: str, before: SendRecord) -> None:
 
 def _rank() -> int:
     message = CurrentMessage.get_current_message()
-    return Priority.parse(message.options.get("priority") if message is not None else None, Priority.NORMAL).rank
+    return rank_of(message) if message is not None else Priority.NORMAL.rank
 
 
 def _retries() -> int:
