@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from eventbus.delivery import build_message
 from eventbus.ledger import Completion, JobState, now_ms, transition
-from eventbus.middleware.ledger import ledger_writer
+from eventbus.middleware.ledger import Ledger, ledger_writer
 
 pytestmark = pytest.mark.redis
 
@@ -70,13 +72,11 @@ def test_a_job_moved_twice_in_one_call_is_only_in_its_last_state_set(bus):
     assert store.get(["A4"])[0].state is JobState.COMPLETED
 
 
-def test_keep_n_trims_a_whole_call_of_completions_at_once(bus, settings):
-    # Given keep_completed=3 and ten jobs finished in one group commit
-    from dataclasses import replace
-
-    from eventbus.settings import set_settings
-
-    set_settings(replace(settings, keep_completed=3))
+def test_keep_n_trims_a_whole_call_of_completions_at_once(bus):
+    # Given a Ledger middleware keeping 3 completed records per queue (the global settings keep 1,000:
+    # the ack script trims by the middleware's), and ten jobs finished in one group commit
+    ledger = next(m for m in bus.middleware if isinstance(m, Ledger))
+    ledger.settings, ledger.writer = replace(ledger.settings, keep_completed=3), None
     acks = []
     for i in range(10):
         message, rid = enqueued(bus, f"T{i}")

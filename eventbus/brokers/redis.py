@@ -35,7 +35,7 @@ from eventbus.brokers.redis_recovery import RedisRecovery, patch_dispatch_for_re
 from eventbus.brokers.redis_schedule import RedisSchedule
 from eventbus.delivery import EVENTS_QUEUE
 from eventbus.ledger import Completion, make_full
-from eventbus.ledger_redis import LEDGER_COMPLETIONS, LEDGER_EPILOGUE, LEDGER_PRELUDE, Retention
+from eventbus.ledger_redis import LEDGER_COMPLETIONS, LEDGER_EPILOGUE, LEDGER_PRELUDE, RedisLedger, Retention
 from eventbus.settings import get_settings
 
 _FETCH_START = 'elseif command == "fetch" then'
@@ -289,7 +289,7 @@ class RedisBroker(HookCache, _DramatiqRedisBroker):
         :meth:`reload_scripts` (SADD, ack and completion are idempotent).
         """
         done = [self.completions.popleft() for _ in range(len(self.completions))]
-        retention = Retention.from_settings(get_settings()).args()
+        retention = self._retention().args()
         try:
             for attempt in (1, 2):
                 commands: list[tuple[Any, ...]] = [("SADD", self.recovery.started, *marks)] if marks else []
@@ -319,6 +319,14 @@ class RedisBroker(HookCache, _DramatiqRedisBroker):
         if writer is not None:
             for c in done:
                 writer.add(make_full(c.write()))
+
+    def _retention(self) -> Retention:
+        """What the ledger keeps: the Ledger middleware's own settings (the global ones without it)."""
+        from eventbus.middleware.ledger import ledger_writer
+
+        writer = ledger_writer(self)
+        store = writer.store if writer is not None else None
+        return store.retention if isinstance(store, RedisLedger) else Retention.from_settings(get_settings())
 
     def close(self) -> None:
         """Close the connections of the hot paths (see :mod:`eventbus.brokers.redis_direct`)."""

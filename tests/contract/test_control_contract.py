@@ -17,7 +17,6 @@ from eventbus.errors import InvalidJobState, JobNotFound, QueueNotFound
 from eventbus.ledger import Completion, now_ms, transition
 from eventbus.middleware.ledger import Ledger
 from eventbus.middleware.upkeep import Upkeep
-from eventbus.settings import set_settings
 from tests.apps import contract_control as app
 from tests.conftest import wait_for
 
@@ -290,7 +289,6 @@ def test_scheduled_events_count_as_delayed_until_they_are_due(contract_bus, cp):
 def test_workers_enforce_retention_on_a_schedule(contract_bus, cp):
     # Given a worker whose dead letters live 1 s and that keeps 3 completed records per queue
     settings = replace(contract_bus.settings, dead_letter_ttl_s=1, housekeeping_interval_s=0.5, keep_completed=3)
-    set_settings(settings)  # also read by the Redis ack script, which writes most completions (and trims)
     for middleware in contract_bus.broker.middleware:
         if isinstance(middleware, (Ledger, Upkeep)):
             middleware.settings = settings
