@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import smtplib
@@ -9,6 +10,8 @@ import subprocess
 import sys
 from email import message_from_bytes, policy
 from pathlib import Path
+
+import pytest
 
 from eventbus.cli import main
 from tests.conftest import ROOT, wait_for
@@ -71,6 +74,36 @@ def test_smtp_sink_stores_each_message_and_prints_one_line(tmp_path: Path):
         stored = sorted((tmp_path / "mail").glob("*.eml"))
         assert b"Subject: hello 0" in stored[0].read_bytes()
         assert "to=b@example.com subject='hello 1'" in log.read_text()
-    finally:
+        # And it stops cleanly on Ctrl-C
         proc.send_signal(signal.SIGINT)
-        proc.wait(10)
+        assert proc.wait(10) == 0
+    finally:
+        reap(proc)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_smtp_sink_stops_when_its_smtp_thread_takes_the_signal(tmp_path: Path, signum: int):
+    # Given the sink running as its own process (a main thread and the SMTP server's thread)
+    port = free_port()
+    log = tmp_path / "sink.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from eventbus.cli import run; run()", "smtp-sink", "--port", str(port)],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: "listening" in log.read_text(), 30)
+        smtp_thread = min(int(t) for t in os.listdir(f"/proc/{proc.pid}/task") if int(t) != proc.pid)
+        # When the kernel hands the stop signal to the SMTP thread rather than the main one
+        assert ctypes.CDLL(None, use_errno=True).tgkill(proc.pid, smtp_thread, signum) == 0
+        # Then the sink stops all the same, cleanly
+        assert proc.wait(10) == 0, log.read_text()
+    finally:
+        reap(proc)
+
+
+def reap(proc: subprocess.Popen[bytes]) -> None:
+    """Kill ``proc`` if a failed test left it running (a live child fails the next test's setup)."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()

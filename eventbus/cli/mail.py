@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from eventbus.cli.base import cli
+from eventbus.cli.signals import stop_event
 from eventbus.errors import EventBusError
 from eventbus.mail.message import build_email, message_id_for
 from eventbus.mail.template import available_templates, render
@@ -90,13 +91,12 @@ def smtp_sink(host: str, port: int, out_dir: Path | None, tls_cert: str | None, 
         context.load_cert_chain(tls_cert, tls_key)
         extra = {"tls_context": context}
     controller = Controller(SinkHandler(out_dir), hostname=host, port=port, ready_timeout=10, **extra)
+    stop = stop_event()
     controller.start()
     click.echo(f"smtp-sink listening on {host}:{port}" + (f", storing in {out_dir}" if out_dir else ""), err=True)
     try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
+        while not stop.wait(0.5):
+            pass
     finally:
         controller.stop()
 

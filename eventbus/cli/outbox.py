@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import signal
-import threading
-from typing import Any
 
 import click
 
 from eventbus.broker import describe, get_broker
 from eventbus.cli.base import cli
+from eventbus.cli.signals import stop_event
 from eventbus.errors import ConfigError, PublishError
 from eventbus.outbox import Relay, get_outbox, outbox_status
 from eventbus.settings import get_settings
@@ -56,13 +54,7 @@ def relay(once: bool, interval_s: float) -> None:
         left = box.depth()
         click.echo(f"relayed {sent} event(s); {left} left" + (" (another relay holds the lease)" if left else ""))
         return
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_event()
     click.echo(f"outbox relay: {box.path} -> {describe(broker)}; Ctrl-C to stop")
     worker.start()
     while not stop.wait(0.5):
