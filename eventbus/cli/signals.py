@@ -1,4 +1,4 @@
-"""How long-running commands (``smtp-sink``, ``outbox --follow``) learn that they should stop."""
+"""How long-running commands (``smtp-sink``, ``outbox relay``) learn that they should stop."""
 
 from __future__ import annotations
 
