@@ -11,6 +11,7 @@ from typing import Any
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 # Every 10-bit value as its two Crockford base32 characters: a ULID is 13 lookups.
 _PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]
+_DIGITS = {c: i for i, c in enumerate(_CROCKFORD)} | {c.lower(): i for i, c in enumerate(_CROCKFORD)}
 
 
 def new_event_id() -> str:
@@ -18,6 +19,19 @@ def new_event_id() -> str:
     value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
     # 130 bits of base32 (two leading zeros, then the 128-bit value), 10 bits per lookup.
     return "".join([_PAIRS[(value >> shift) & 1023] for shift in range(120, -1, -10)])
+
+
+def event_time_ms(event_id: str) -> int | None:
+    """The millisecond timestamp of a ULID event id (None for an id that is not a ULID, e.g. one a caller chose)."""
+    if len(event_id) != 26:
+        return None
+    value = 0
+    for char in event_id:
+        digit = _DIGITS.get(char)
+        if digit is None:
+            return None
+        value = value * 32 + digit
+    return value >> 80 if value < 1 << 128 else None
 
 
 @dataclass(frozen=True)
