@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 
@@ -21,7 +22,7 @@ def test_ids_sort_by_event_time_whatever_the_subscription():
         event_id = new_event_id()
         ids.append([delivery_id(event_id, name) for name in ("zeta", "alpha", "mid")])
         time.sleep(0.002)
-    for earlier, later in zip(ids, ids[1:], strict=False):
+    for earlier, later in itertools.pairwise(ids):
         assert max(earlier) < min(later)
 
 
