@@ -119,21 +119,37 @@ def bench_drain(ledger: bool, n: int = 5000, kind: str = "redis") -> dict[str, A
         set_settings(None)
 
 
+def compare(n: int, rounds: int, kind: str) -> dict[str, Any]:
+    """``rounds`` drains with the ledger off and on, back to back, the order swapped every round.
+
+    ``ratio_on_vs_off`` is the median of the rounds' on/off ratios: each on-drain against the off-drain
+    beside it, so a machine that slows down for a minute moves both halves of a ratio, not one median.
+    ``ratio_of_medians`` is there too.
+    """
+    pairs = []
+    for i in range(rounds):
+        order = (False, True) if i % 2 == 0 else (True, False)
+        by_ledger = {ledger: bench_drain(ledger, n, kind) for ledger in order}
+        pairs.append((by_ledger[False]["jobs_per_s"], by_ledger[True]["jobs_per_s"]))
+    off = statistics.median(p[0] for p in pairs)
+    on = statistics.median(p[1] for p in pairs)
+    return {
+        "ledger_off_jobs_per_s": off,
+        "ledger_on_jobs_per_s": on,
+        "ratio_on_vs_off": round(statistics.median(p[1] / p[0] for p in pairs), 3),
+        "ratio_of_medians": round(on / off, 3),
+        "rounds": [{"off": p[0], "on": p[1], "ratio": round(p[1] / p[0], 3)} for p in pairs],
+        "n": n,
+    }
+
+
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
     kind = sys.argv[3] if len(sys.argv) > 3 else "redis"
     if kind not in ("redis", "sqlite"):
         raise SystemExit(f"unknown broker kind {kind!r}; use redis or sqlite")
-    runs = [bench_drain(ledger, n, kind) for _ in range(rounds) for ledger in (False, True)]
-    off = statistics.median(r["jobs_per_s"] for r in runs if not r["ledger"])
-    on = statistics.median(r["jobs_per_s"] for r in runs if r["ledger"])
-    print(
-        json.dumps(
-            {"broker": kind, "runs": runs, "off_jobs_per_s": off, "on_jobs_per_s": on, "ratio": round(on / off, 3)},
-            indent=2,
-        )
-    )
+    print(json.dumps({"broker": kind, **compare(n, rounds, kind)}, indent=2))
 
 
 if __name__ == "__main__":
