@@ -58,9 +58,10 @@ def _as_connection_error(fn: Callable[P, R]) -> Callable[P, R]:
 class SQLiteMessage(dramatiq.MessageProxy):
     """A fetched message and the row it came from."""
 
-    def __init__(self, message: dramatiq.Message[Any], row_id: int) -> None:
+    def __init__(self, message: dramatiq.Message[Any], row_id: int, careful: bool = False) -> None:
         super().__init__(message)
         self.row_id = row_id
+        self.careful = careful  # a worker held it before and did not finish it: mark it started before it runs
         # The message's fields, read some 20 times per job by the middleware: held here, each read
         # skips MessageProxy.__getattr__. The message never changes (its options dict is the same object).
         self.queue_name = message.queue_name
@@ -234,7 +235,7 @@ class SQLiteConsumer(dramatiq.Consumer):
         # next fetch waits for a commit, or for the next delayed row or expired lease to fall due.
         self._next_visible_ms = 0 if fetched == want else self._next_visible(conn, {**params, "now": current_millis()})
         bad: list[tuple[int, bytes, str]] = []
-        for row_id, data in rows:
+        for row_id, data, careful in rows:
             try:
                 message = malformed.decode(data, self.max_message_bytes)
             except malformed.MalformedMessage as exc:
@@ -243,7 +244,7 @@ class SQLiteConsumer(dramatiq.Consumer):
             if message.queue_name != self.queue_name:  # a due delayed message: hand it out as a plain one
                 message = message.copy(queue_name=self.queue_name)
                 message.options.pop("eta", None)
-            self.cache.append(SQLiteMessage(message, row_id))
+            self.cache.append(SQLiteMessage(message, row_id, bool(careful)))
         if bad:
             self._dead_letter_malformed(bad)
 
@@ -265,7 +266,7 @@ class SQLiteConsumer(dramatiq.Consumer):
                 "UPDATE messages SET visible_at = ?, lease_owner = NULL WHERE id = ?",
                 (now + i * self.suspect_spread_ms, row_id),
             )
-        for row_id, data in rows:
+        for row_id, data, _ in rows:
             if row_id not in poisoned:
                 continue
             try:

@@ -48,16 +48,17 @@ MIGRATIONS = [
 
 RANKS = (0, 1, 2, 3)
 
-# Up to :n ready rows of one queue, highest priority first, nothing while the queue is paused.
-# One indexed range per rank; the outer sort orders at most 4 * :n rows.
+# Up to :n ready rows of one queue, highest priority first, nothing while the queue is paused: (id, data,
+# careful). Careful: a worker held the row before and did not finish it (its lease ran out, or a start mark
+# of it is stored; see sqlite_recovery). One indexed range per rank; the outer sort orders at most 4 * :n rows.
 FETCH = (
-    "SELECT id, data FROM ("
+    "SELECT id, data, lease_owner IS NOT NULL OR EXISTS (SELECT 1 FROM message_runs WHERE row_id = m.id) FROM ("
     + " UNION ALL ".join(
-        f"SELECT * FROM (SELECT id, rank, visible_at, data FROM messages "
+        f"SELECT * FROM (SELECT id, rank, visible_at, lease_owner, data FROM messages "
         f"WHERE queue = :queue AND rank = {rank} AND visible_at <= :now ORDER BY visible_at, id LIMIT :n)"
         for rank in RANKS
     )
-    + ") WHERE NOT EXISTS (SELECT 1 FROM paused WHERE queue = :queue) ORDER BY rank, visible_at, id LIMIT :n"
+    + ") AS m WHERE NOT EXISTS (SELECT 1 FROM paused WHERE queue = :queue) ORDER BY rank, visible_at, id LIMIT :n"
 )
 
 # When the next row of a queue is (or was) visible: <= now means ready rows wait; NULL while the queue

@@ -74,7 +74,7 @@ class Housekeeping(dramatiq.Middleware):
         row_id = getattr(message, "row_id", None)
         if runs is not None and row_id is not None:
             try:
-                runs.mark_started(row_id)
+                runs.mark_started(row_id, careful=getattr(message, "careful", True))
             except Exception:  # bookkeeping for poison detection must never fail the job itself
                 logger.warning("could not mark message %s started; it runs anyway", message.message_id)
 

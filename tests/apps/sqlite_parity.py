@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 from eventbus import Event, add_schedule, declare_topic, subscribe
 from tests.apps.sqlite_recording import run, store_of_bus
@@ -44,7 +45,8 @@ def sq_limited(event: Event) -> None:
 
 @subscribe("sq.poison", name="sq_poison", queue="sq_poison")
 def sq_poison(event: Event) -> None:
-    """Records the call, then kills its own worker process when the payload says so."""
+    """Records the call, then kills its own worker process (``kill_after_ms`` later) when the payload says so."""
     run("sq_poison", event)
     if event.payload.get("kill"):
+        time.sleep(event.payload.get("kill_after_ms", 0) / 1000)
         os.kill(os.getpid(), signal.SIGKILL)

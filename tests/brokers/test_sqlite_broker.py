@@ -110,6 +110,29 @@ def test_a_leased_message_is_invisible_until_its_lease_expires(db):
     assert [m.kwargs["name"] for m in got] == ["x"]
 
 
+def test_only_a_message_a_worker_held_before_is_careful_and_its_start_mark_is_stored_before_it_runs(db):
+    # Given two processes (two brokers) on one file, with a short lease, and three messages
+    a, b = SQLiteBroker(db, lease_s=0.5), SQLiteBroker(db, lease_s=0.5)
+    a.enqueue_many([msg("fresh"), msg("held"), msg("marked")])
+    # When A fetches them: none was held before
+    got = drain(a.consume("q", prefetch=3, timeout=50), 3)
+    assert [(m.kwargs["name"], m.careful) for m in got] == [("fresh", False), ("held", False), ("marked", False)]
+    fresh, _, marked = got
+    # A finishes "fresh", starts "marked" (a careful start: the mark is stored on return) and puts it back
+    # unfinished, and stops renewing "held" (as if it died running it)
+    consumer_a = a.consume("q", prefetch=3, timeout=50)
+    consumer_a.ack(fresh)
+    a.runs.mark_started(marked.row_id, careful=True)
+    assert b.store.execute("SELECT row_id FROM message_runs") == [(marked.row_id,)]
+    consumer_a.requeue([marked])
+    # Then B, once the lease has run out, gets both back careful: its threads mark them before running
+    time.sleep(0.6)
+    again = drain(b.consume("q", prefetch=3, timeout=500), 2)
+    assert sorted((m.kwargs["name"], m.careful) for m in again) == [("held", True), ("marked", True)]
+    a.close()
+    b.close()
+
+
 def test_a_live_consumer_keeps_renewing_its_leases(db):
     a, b = SQLiteBroker(db, lease_s=0.4), SQLiteBroker(db, lease_s=0.4)
     a.enqueue(msg("x"))
