@@ -11,7 +11,7 @@ Marks and acks of all worker threads are group-committed (one transaction per ba
 a nack drop the row's mark in the transaction that removes the row.
 
 A job does not wait for its mark (waiting for a commit before every job start made the worker
-spend about 40% more CPU per job, most of it handing threads to each other), except a *careful*
+spend about 60% more CPU per job, most of it handing threads to each other), except a *careful*
 one: a row fetched while it still names a lease owner (its worker stopped renewing the lease
 without finishing it) or while a mark of it is stored. Its thread writes the mark before running
 it. So a message that kills its worker within milliseconds of starting, before its mark is
