@@ -58,7 +58,7 @@ def _as_connection_error(fn: Callable[P, R]) -> Callable[P, R]:
 class SQLiteMessage(dramatiq.MessageProxy):
     """A fetched message and the row it came from."""
 
-    def __init__(self, message: dramatiq.Message[Any], row_id: int, careful: bool = False) -> None:
+    def __init__(self, message: dramatiq.Message[Any], row_id: int, careful: bool) -> None:
         super().__init__(message)
         self.row_id = row_id
         self.careful = careful  # a worker held it before and did not finish it: mark it started before it runs
