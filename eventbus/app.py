@@ -7,6 +7,7 @@ import logging
 
 import dramatiq
 
+from eventbus.affinity import pin_worker_process
 from eventbus.broker import describe, get_broker
 from eventbus.delivery import EVENTS_QUEUE, install_actors
 from eventbus.errors import ConfigError
@@ -49,6 +50,8 @@ def install_extra_actors(broker: dramatiq.Broker) -> None:
 def load_worker() -> dramatiq.Broker:
     """Everything a worker process needs, in order: broker, actors, subscriber modules, queues."""
     settings = get_settings()
+    if settings.pin_workers:  # before the worker starts its threads
+        pin_worker_process()
     broker = get_broker()
     install_actors(broker)
     install_extra_actors(broker)

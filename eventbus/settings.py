@@ -38,6 +38,7 @@ class Settings:
     max_message_bytes: int = 4_194_304
     outbox_path: str = ""
     reconnect_delay_s: float = 1.0
+    pin_workers: bool = False  # each worker process on a CPU of its own (see eventbus.affinity)
 
     # mail (issue 3)
     smtp_host: str = "localhost"
@@ -123,6 +124,7 @@ class Settings:
             max_message_bytes=int(_number(env, "EVENTBUS_MAX_MESSAGE_BYTES", base.max_message_bytes)),
             outbox_path=env.get("EVENTBUS_OUTBOX", "").strip(),
             reconnect_delay_s=_number(env, "EVENTBUS_RECONNECT_DELAY_S", base.reconnect_delay_s),
+            pin_workers=_flag(env, "EVENTBUS_PIN_WORKERS", base.pin_workers),
             webhook_secrets=tuple(
                 sorted(
                     (name[len(WEBHOOK_SECRET_PREFIX) :], value)
