@@ -18,11 +18,22 @@ import orjson
 
 from eventbus.brokers import sqlite_control as schema
 from eventbus.brokers.sqlite_store import SQLiteStore
-from eventbus.ledger import Completion, JobRecord, JobState, history_entry, make_full, now_ms
+from eventbus.ledger import (
+    HISTORY_CODES,
+    Completion,
+    JobRecord,
+    JobState,
+    history_entry,
+    job_kind,
+    make_full,
+    now_ms,
+    sequence,
+)
 from eventbus.ledger_redis import BUCKET_MS, Retention
 
 _HISTORY_CHARS = 1500
 _FAR = 2**62  # "no upper bound" for a score
+_ACTIVE, _COMPLETED = HISTORY_CODES[JobState.ACTIVE], HISTORY_CODES[JobState.COMPLETED]
 
 
 class SQLiteLedger:
@@ -42,19 +53,27 @@ class SQLiteLedger:
     def apply(self, ops: Sequence[dict[str, Any]], done: Sequence[Completion] = ()) -> int:
         """Apply writes in order, then completions, in one transaction; returns how many were newer than
         the stored records."""
-        ops = [*ops, *(c.write() for c in done)]  # built before the write lock is taken
-        if not ops:
+        if not ops and not done:
             return 0
         applied = 0
         now = now_ms()
         kept: set[tuple[str, str]] = set()
         counts = _Counts()
+        completed = JobState.COMPLETED.value
         with self.store.transaction() as conn:
             for op in ops:
                 if self._apply_one(conn, op, now, counts):
                     applied += 1
                     if op["s"] in self._keep:
                         kept.add((op["q"], op["s"]))
+            for c in done:
+                queue = self._complete(conn, c, now, counts)
+                if queue is None:  # not a live record in an earlier state: the general path decides
+                    queue = c.message.queue_name.removesuffix(".DQ")
+                    if not self._apply_one(conn, c.write(), now, counts):
+                        continue
+                applied += 1
+                kept.add((queue, completed))
             counts.write(conn, now)
             for queue, state in kept:
                 _keep_newest(conn, queue, state, self._keep[state])
@@ -108,7 +127,7 @@ class SQLiteLedger:
             if op["kind"] == "fanout":
                 counts.topics[(op["topic"], "published")] += 1
         if row is None or row[1] != state:
-            counts.finished(op, state, t)
+            counts.finished(op["q"], op["kind"], op["topic"], state, t)
         return True
 
     def _apply_compact(self, conn: sqlite3.Connection, op: dict[str, Any], now: int, counts: _Counts) -> bool:
@@ -118,19 +137,44 @@ class SQLiteLedger:
         already in this state (a duplicate delivery), or a history that needs trimming.
         """
         state, t = op["s"], int(op["t"])
+        if not self._update(conn, op["id"], state, int(op["seq"]), t, op.get("h") or history_entry(state, t),
+                            orjson.dumps(op["f"]), now):  # fmt: skip
+            return False
+        counts.finished(op["q"], op["kind"], op["topic"], state, t)
+        return True
+
+    def _complete(self, conn: sqlite3.Connection, c: Completion, now: int, counts: _Counts) -> str | None:
+        """:meth:`_apply_compact` of ``c.write()``, built straight from the completion (most writes are
+        these); returns the job's queue, or None when nothing was written."""
+        message, t = c.message, c.finished_ms
+        options = message.options
+        requeues = int(options.get("requeues", 0))
+        f = {"requeues": str(requeues), "attempts": str(c.attempt), "finished_at_ms": str(t)}
+        if (redis_id := options.get("redis_message_id")) is not None:
+            f["redis_message_id"] = str(redis_id)
+        entry = f"{_COMPLETED}@{t}"
+        if c.started_ms is not None:
+            f["started_at_ms"], f["worker"] = str(c.started_ms), c.worker
+            entry = f"{_ACTIVE}@{c.started_ms},{entry}"
+        seq = sequence(requeues, c.attempt, JobState.COMPLETED)
+        if not self._update(conn, message.message_id, "completed", seq, t, entry, orjson.dumps(f), now):
+            return None
+        queue = message.queue_name.removesuffix(".DQ")
+        counts.finished(queue, job_kind(message.actor_name), options.get("topic") or "", "completed", t)
+        return queue
+
+    def _update(self, conn: sqlite3.Connection, job_id: str, state: str, seq: int, t: int, entry: str,
+                fields: bytes, now: int) -> bool:  # fmt: skip
         age = self._age_ms.get(state)
         cursor = conn.execute(
             "UPDATE ctl_jobs SET state = ?, seq = ?, updated_at = ?, expires_at = ?, "
             "history = history || ',' || ?, fields = json_patch(fields, ?) "
             "WHERE id = ? AND seq <= ? AND state != ? AND length(history) < ? "
             "AND (expires_at IS NULL OR expires_at > ?)",
-            (state, int(op["seq"]), t, None if age is None else now + age, op.get("h") or history_entry(state, t),
-             orjson.dumps(op["f"]).decode(), op["id"], int(op["seq"]), state, _HISTORY_CHARS - 100, now),
+            (state, seq, t, None if age is None else now + age, entry, fields.decode(), job_id, seq, state,
+             _HISTORY_CHARS - 100, now),
         )  # fmt: skip
-        if cursor.rowcount != 1:
-            return False
-        counts.finished(op, state, t)
-        return True
+        return cursor.rowcount == 1
 
     def get(self, job_ids: Iterable[str]) -> list[JobRecord | None]:
         """The records of ``job_ids`` (None where there is none), in one query per 500."""
@@ -204,12 +248,12 @@ class _Counts:
         self.topics: collections.Counter[tuple[str, str]] = collections.Counter()
         self.processed: collections.Counter[tuple[str, int]] = collections.Counter()
 
-    def finished(self, op: dict[str, Any], state: str, t: int) -> None:
-        """Count a job that entered ``state`` at ``t`` (only completed and dead count)."""
+    def finished(self, queue: str, kind: str, topic: str, state: str, t: int) -> None:
+        """Count a job of ``queue`` that entered ``state`` at ``t`` (only completed and dead count)."""
         if state in ("completed", "dead"):
-            self.processed[(op["q"], t // BUCKET_MS)] += 1
-            if op["kind"] == "delivery":
-                self.topics[(op["topic"], "deliveries" if state == "completed" else "failed")] += 1
+            self.processed[(queue, t // BUCKET_MS)] += 1
+            if kind == "delivery":
+                self.topics[(topic, "deliveries" if state == "completed" else "failed")] += 1
 
     def write(self, conn: sqlite3.Connection, now: int) -> None:
         conn.executemany(
