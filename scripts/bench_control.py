@@ -2,8 +2,9 @@
 
     .venv/bin/python scripts/bench_control.py [N] [ROUNDS] [redis|sqlite]
 
-``bench_drain(ledger, n, kind)`` enqueues ``n`` no-op deliveries to a paused queue, starts one worker
-process with 8 threads, resumes the queue and times until every message is acked.
+``bench_drain(ledger, n, kind, pin)`` enqueues ``n`` no-op deliveries to a paused queue, starts one
+worker process with 8 threads (pinned to a CPU with ``pin``, see ``eventbus.affinity``), resumes the
+queue and times until every message is acked.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def _wait(check: Any, timeout_s: float, what: str) -> None:
         time.sleep(0.01)
 
 
-def bench_drain(ledger: bool, n: int = 5000, kind: str = "redis") -> dict[str, Any]:
+def bench_drain(ledger: bool, n: int = 5000, kind: str = "redis", pin: bool = True) -> dict[str, Any]:
     """Jobs/s of ``n`` no-op deliveries drained by one worker process x 8 threads (ledger on or off).
 
     ``kind`` "redis" uses the configured Redis (own namespace); "sqlite" a new file in a temporary folder.
@@ -68,6 +69,7 @@ def bench_drain(ledger: bool, n: int = 5000, kind: str = "redis") -> dict[str, A
         EVENTBUS_SUBSCRIBERS="bench_control_app",
         EVENTBUS_DEFAULT_SUBSCRIBERS="0",
         EVENTBUS_LEDGER="1" if ledger else "0",
+        EVENTBUS_PIN_WORKERS="1" if pin else "0",
         EVENTBUS_STATS_INTERVAL_S="0",
         PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'scripts'}",
         dramatiq_worker_timeout="100",
@@ -99,6 +101,7 @@ def bench_drain(ledger: bool, n: int = 5000, kind: str = "redis") -> dict[str, A
         return {
             "broker": kind,
             "ledger": ledger,
+            "pinned": pin,
             "n": n,
             "seconds": round(drained_s, 3),
             "jobs_per_s": round(n / drained_s, 1),
@@ -119,18 +122,30 @@ def bench_drain(ledger: bool, n: int = 5000, kind: str = "redis") -> dict[str, A
         set_settings(None)
 
 
-def compare(n: int, rounds: int, kind: str) -> dict[str, Any]:
+def compare(n: int, rounds: int, kind: str, pins: tuple[bool, ...] = (True,)) -> dict[str, Any]:
     """``rounds`` drains with the ledger off and on, back to back, the order swapped every round.
 
     ``ratio_on_vs_off`` is the median of the rounds' on/off ratios: each on-drain against the off-drain
     beside it, so a machine that slows down for a minute moves both halves of a ratio, not one median.
-    ``ratio_of_medians`` is there too.
+    ``ratio_of_medians`` is there too. With ``pins`` (True, False) each round drains pinned and
+    unpinned workers too: the unpinned figures go under ``unpinned``, with ``pinned_vs_unpinned``,
+    the median of the rounds' pinned/unpinned ratios with the ledger off.
     """
-    pairs = []
+    pairs: dict[bool, list[tuple[float, float]]] = {pin: [] for pin in pins}
     for i in range(rounds):
         order = (False, True) if i % 2 == 0 else (True, False)
-        by_ledger = {ledger: bench_drain(ledger, n, kind) for ledger in order}
-        pairs.append((by_ledger[False]["jobs_per_s"], by_ledger[True]["jobs_per_s"]))
+        for pin in pins:
+            by_ledger = {ledger: bench_drain(ledger, n, kind, pin) for ledger in order}
+            pairs[pin].append((by_ledger[False]["jobs_per_s"], by_ledger[True]["jobs_per_s"]))
+    out = {**_ratios(pairs[pins[0]]), "n": n, "pinned": pins[0]}
+    if len(pins) > 1:
+        out["unpinned"] = _ratios(pairs[pins[1]])
+        ratios = [p[0] / u[0] for p, u in zip(pairs[pins[0]], pairs[pins[1]])]
+        out["pinned_vs_unpinned"] = round(statistics.median(ratios), 3)
+    return out
+
+
+def _ratios(pairs: list[tuple[float, float]]) -> dict[str, Any]:
     off = statistics.median(p[0] for p in pairs)
     on = statistics.median(p[1] for p in pairs)
     return {
@@ -139,7 +154,6 @@ def compare(n: int, rounds: int, kind: str) -> dict[str, Any]:
         "ratio_on_vs_off": round(statistics.median(p[1] / p[0] for p in pairs), 3),
         "ratio_of_medians": round(on / off, 3),
         "rounds": [{"off": p[0], "on": p[1], "ratio": round(p[1] / p[0], 3)} for p in pairs],
-        "n": n,
     }
 
 
@@ -149,7 +163,8 @@ def main() -> None:
     kind = sys.argv[3] if len(sys.argv) > 3 else "redis"
     if kind not in ("redis", "sqlite"):
         raise SystemExit(f"unknown broker kind {kind!r}; use redis or sqlite")
-    print(json.dumps({"broker": kind, **compare(n, rounds, kind)}, indent=2))
+    pins = (True, False) if os.environ.get("BENCH_UNPINNED") == "1" else (True,)
+    print(json.dumps({"broker": kind, **compare(n, rounds, kind, pins)}, indent=2))
 
 
 if __name__ == "__main__":
