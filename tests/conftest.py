@@ -86,13 +86,13 @@ def bus(settings: Settings) -> Iterator[Any]:
 
 
 class WorkerProcess:
-    """``dramatiq eventbus.workers`` in a subprocess, on this test's namespace."""
+    """``dramatiq eventbus.workers`` (or ``command``) in a subprocess, on this test's namespace."""
 
-    def __init__(self, env: dict[str, str], args: list[str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], args: list[str], log: Path, *, command: list[str] | None = None) -> None:
         self.log = log
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "dramatiq", "eventbus.workers", *args],
+                command or [sys.executable, "-m", "dramatiq", "eventbus.workers", *args],
                 env=env,
                 cwd=ROOT,
                 stdout=out,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -55,3 +56,17 @@ def test_workers_are_not_pinned_by_default(start_worker: Callable[..., WorkerPro
 def test_a_bad_pin_flag_names_the_variable() -> None:
     with pytest.raises(ConfigError, match="EVENTBUS_PIN_WORKERS='maybe' is not a flag"):
         Settings.from_env({"EVENTBUS_PIN_WORKERS": "maybe"})
+
+
+def test_eventbus_worker_pin_pins_its_process(tmp_path: Path) -> None:
+    env = dict(os.environ, EVENTBUS_BROKER_URL=f"sqlite:///{tmp_path}/pin.db", EVENTBUS_DEFAULT_SUBSCRIBERS="0",
+               EVENTBUS_PIN_WORKERS="0", dramatiq_worker_timeout="100")  # fmt: skip
+    command = [sys.executable, "-m", "eventbus", "worker", "--pin", "-p", "1", "-t", "1"]
+    worker = WorkerProcess(env, [], tmp_path / "worker.log", command=command)
+    try:
+        wait_for(lambda: "pinned to CPU" in worker.output(), 30, worker)
+        (pid,) = _worker_pids(worker, 1)
+        (affinity,) = _thread_affinities(pid)
+        assert len(affinity) == 1
+    finally:
+        worker.terminate()
