@@ -2,11 +2,12 @@
 
 A worker process runs its Python on one core at a time (the GIL). Left to the scheduler, its
 threads run on every core and hand the GIL to each other across cores, which costs futex wake-ups
-and cold caches: on a 2-core machine one process drained about 35% more jobs per second pinned
-(``scripts/bench --only ledger`` reports both). Each process of ``dramatiq eventbus.workers -p N``
-claims the first CPU no sibling claimed: the claim is an abstract Unix socket named after the
-parent process and the CPU, which the kernel releases when the process exits. With more
-processes than CPUs the rest stay unpinned (and say so in the log).
+and cold caches: on a 2-core machine one process drained 1.27-1.31x the jobs per second pinned
+(``scripts/bench --only ledger`` reports both). Each worker process claims the first CPU no other
+eventbus worker on the host holds (those of ``dramatiq eventbus.workers -p N`` and of separately
+started workers alike): the claim is an abstract Unix socket named after the CPU, which the kernel
+releases when the process exits. With more processes than CPUs the rest stay unpinned (and say so
+in the log).
 
 Off by default: a pinned process cannot move off a core that something else keeps busy, so pin
 only where the workers have the cores to themselves.
@@ -24,7 +25,7 @@ _pinned: tuple[socket.socket, int] | None = None  # the claim (held for the life
 
 
 def pin_worker_process() -> int | None:
-    """Pin every thread of this process to one CPU no sibling worker holds; returns it (None: not pinned)."""
+    """Pin every thread of this process to one CPU no other worker holds; returns it (None: not pinned)."""
     global _pinned
     if not hasattr(os, "sched_setaffinity") or not hasattr(socket, "AF_UNIX"):
         logger.warning("EVENTBUS_PIN_WORKERS: this platform cannot pin a process to a CPU; not pinned")
@@ -35,8 +36,8 @@ def pin_worker_process() -> int | None:
     for cpu in allowed:
         claim = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            claim.bind(f"\0eventbus-cpu-{os.getppid()}-{cpu}")
-        except OSError:  # a sibling holds this CPU
+            claim.bind(f"\0eventbus-cpu-{cpu}")
+        except OSError:  # another worker holds this CPU
             claim.close()
             continue
         _pinned = (claim, cpu)
@@ -44,6 +45,6 @@ def pin_worker_process() -> int | None:
             os.sched_setaffinity(int(task), {cpu})
         logger.info("eventbus worker pid %d pinned to CPU %d", os.getpid(), cpu)
         return cpu
-    logger.warning("EVENTBUS_PIN_WORKERS: all %d CPUs are held by sibling workers; pid %d not pinned",
+    logger.warning("EVENTBUS_PIN_WORKERS: all %d CPUs are held by other workers; pid %d not pinned",
                    len(allowed), os.getpid())  # fmt: skip
     return None

@@ -46,6 +46,16 @@ def test_pinned_workers_each_hold_one_cpu_and_a_process_beyond_the_cpus_stays_un
     assert worker.output().count("pinned to CPU") == len(cpus)
 
 
+def test_separately_started_workers_take_different_cpus(start_worker: Callable[..., WorkerProcess]) -> None:
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.fail("this test needs a machine with 2 CPUs or more")
+    first, second = (start_worker(processes=1, threads=2, extra_env={"EVENTBUS_PIN_WORKERS": "1"}) for _ in "ab")
+    for worker in (first, second):  # the second's boot wait sees the first's heartbeat: wait for its log
+        wait_for(lambda: "pinned to CPU" in worker.output(), 30, worker)  # noqa: B023
+    (a,), (b,) = (_thread_affinities(_worker_pids(w, 1)[0]) for w in (first, second))
+    assert len(a) == len(b) == 1 and a != b
+
+
 def test_workers_are_not_pinned_by_default(start_worker: Callable[..., WorkerProcess]) -> None:
     worker = start_worker(processes=1, threads=2)
     (pid,) = _worker_pids(worker, 1)
