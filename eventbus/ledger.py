@@ -211,14 +211,28 @@ class Completion:
     def job_id(self) -> str:
         return self.message.message_id
 
+    def changes(self) -> tuple[int, dict[str, str], str]:
+        """What the write changes: its sequence number, the fields it sets and its history entries
+        (the active one folded in when ``started_ms`` is set). A store may apply these straight."""
+        options = self.message.options
+        requeues = int(options.get("requeues", 0))
+        at, started = self.finished_ms, self.started_ms
+        f = {"requeues": str(requeues), "attempts": str(self.attempt)}
+        if (redis_id := options.get("redis_message_id")) is not None:
+            f["redis_message_id"] = str(redis_id)
+        f["finished_at_ms"] = str(at)
+        entry = history_entry(JobState.COMPLETED, at)
+        if started is not None:
+            f["started_at_ms"], f["worker"] = str(started), self.worker
+            entry = f"{history_entry(JobState.ACTIVE, started)},{entry}"
+        return sequence(requeues, self.attempt, JobState.COMPLETED), f, entry
+
     def write(self) -> dict[str, Any]:
         """The compact write: completed, with the active one folded in when ``started_ms`` is set."""
-        at, started = self.finished_ms, self.started_ms
-        if started is None:
-            return transition(self.message, JobState.COMPLETED, self.attempt, at_ms=at, compact=True, finished_at_ms=at)
-        op = transition(self.message, JobState.COMPLETED, self.attempt, at_ms=at, compact=True,
-                        started_at_ms=started, finished_at_ms=at, worker=self.worker)  # fmt: skip
-        op["h"] = f"{history_entry(JobState.ACTIVE, started)},{history_entry(JobState.COMPLETED, at)}"
+        _, f, entry = self.changes()
+        op = transition(self.message, JobState.COMPLETED, self.attempt, at_ms=self.finished_ms, compact=True)
+        op["f"].update(f)
+        op["h"] = entry
         return op
 
     def flat(self) -> tuple[str, ...]:

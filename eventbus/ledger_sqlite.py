@@ -19,21 +19,19 @@ import orjson
 from eventbus.brokers import sqlite_control as schema
 from eventbus.brokers.sqlite_store import SQLiteStore
 from eventbus.ledger import (
-    HISTORY_CODES,
     Completion,
     JobRecord,
     JobState,
+    canonical_queue,
     history_entry,
     job_kind,
     make_full,
     now_ms,
-    sequence,
 )
 from eventbus.ledger_redis import BUCKET_MS, Retention
 
 _HISTORY_CHARS = 1500
 _FAR = 2**62  # "no upper bound" for a score
-_ACTIVE, _COMPLETED = HISTORY_CODES[JobState.ACTIVE], HISTORY_CODES[JobState.COMPLETED]
 
 
 class SQLiteLedger:
@@ -69,7 +67,7 @@ class SQLiteLedger:
             for c in done:
                 queue = self._complete(conn, c, now, counts)
                 if queue is None:  # not a live record in an earlier state: the general path decides
-                    queue = c.message.queue_name.removesuffix(".DQ")
+                    queue = canonical_queue(c.message.queue_name)
                     if not self._apply_one(conn, c.write(), now, counts):
                         continue
                 applied += 1
@@ -144,23 +142,14 @@ class SQLiteLedger:
         return True
 
     def _complete(self, conn: sqlite3.Connection, c: Completion, now: int, counts: _Counts) -> str | None:
-        """:meth:`_apply_compact` of ``c.write()``, built straight from the completion (most writes are
-        these); returns the job's queue, or None when nothing was written."""
+        """:meth:`_apply_compact` of ``c.write()``, applied straight from :meth:`Completion.changes` (most
+        writes are these); returns the job's queue, or None when nothing was written."""
         message, t = c.message, c.finished_ms
-        options = message.options
-        requeues = int(options.get("requeues", 0))
-        f = {"requeues": str(requeues), "attempts": str(c.attempt), "finished_at_ms": str(t)}
-        if (redis_id := options.get("redis_message_id")) is not None:
-            f["redis_message_id"] = str(redis_id)
-        entry = f"{_COMPLETED}@{t}"
-        if c.started_ms is not None:
-            f["started_at_ms"], f["worker"] = str(c.started_ms), c.worker
-            entry = f"{_ACTIVE}@{c.started_ms},{entry}"
-        seq = sequence(requeues, c.attempt, JobState.COMPLETED)
+        seq, f, entry = c.changes()
         if not self._update(conn, message.message_id, "completed", seq, t, entry, orjson.dumps(f), now):
             return None
-        queue = message.queue_name.removesuffix(".DQ")
-        counts.finished(queue, job_kind(message.actor_name), options.get("topic") or "", "completed", t)
+        queue = canonical_queue(message.queue_name)
+        counts.finished(queue, job_kind(message.actor_name), message.options.get("topic") or "", "completed", t)
         return queue
 
     def _update(self, conn: sqlite3.Connection, job_id: str, state: str, seq: int, t: int, entry: str,
