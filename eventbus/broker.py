@@ -26,13 +26,13 @@ def make_broker(settings: Settings) -> dramatiq.Broker:
 
         return MemoryBroker(middleware=middleware)
     if url.startswith(("redis://", "rediss://", "unix://")):
-        from eventbus.brokers.redis import RedisBroker
+        from eventbus.brokers.redis.broker import RedisBroker
 
         return RedisBroker(
             url=url, namespace=settings.namespace, timeout_s=settings.publish_timeout_s, middleware=middleware
         )
     if url.startswith("sqlite://"):
-        from eventbus.brokers.sqlite import SQLiteBroker
+        from eventbus.brokers.sqlite.broker import SQLiteBroker
 
         return SQLiteBroker.from_url(url, namespace=settings.namespace, middleware=middleware)
     raise ConfigError(

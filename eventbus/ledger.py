@@ -198,7 +198,7 @@ class Completion:
     """A job a worker finished: its ``completed`` write, built only when the ledger flushes.
 
     Most ledger writes are these. On Redis they go with the jobs' acks as flat script arguments
-    (:meth:`flat`, see ``eventbus.brokers.redis``); :meth:`write` is the compact write they stand for.
+    (:meth:`flat`, see ``eventbus.brokers.redis.broker``); :meth:`write` is the compact write they stand for.
     """
 
     message: dramatiq.Message[Any]

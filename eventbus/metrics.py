@@ -34,8 +34,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from eventbus.brokers import PRIORITY_SUFFIX
-from eventbus.brokers.redis import RedisBroker
-from eventbus.brokers.sqlite import SQLiteBroker
+from eventbus.brokers.redis.broker import RedisBroker
+from eventbus.brokers.sqlite.broker import SQLiteBroker
 from eventbus.delivery import EVENTS_QUEUE
 from eventbus.errors import ConfigError
 from eventbus.priority import Priority

@@ -31,7 +31,7 @@ import dramatiq
 from dramatiq.common import current_millis
 
 from eventbus.brokers import BusBroker, Message
-from eventbus.brokers.sqlite_store import SQLiteStore
+from eventbus.brokers.sqlite.store import SQLiteStore
 from eventbus.event import Event
 from eventbus.settings import Settings, get_settings
 

@@ -1,8 +1,8 @@
 """List and cancel scheduled work (``delay=`` / ``at=`` publishes and sends, and pending retries).
 
 Ids are the ones publishers get back: ``publish_event(...).id`` for an event, the job id for a send.
-Scheduled items live in the broker's store until due (see :mod:`eventbus.brokers.redis_schedule` and
-:mod:`eventbus.brokers.sqlite_schedule`).
+Scheduled items live in the broker's store until due (see :mod:`eventbus.brokers.redis.schedule` and
+:mod:`eventbus.brokers.sqlite.schedule`).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from eventbus import declare_topic, publish_event, publish_many  # noqa: E402
 from eventbus.broker import make_broker, set_broker  # noqa: E402
-from eventbus.brokers.sqlite import SQLiteBroker  # noqa: E402
+from eventbus.brokers.sqlite.broker import SQLiteBroker  # noqa: E402
 from eventbus.delivery import EVENTS_QUEUE, build_message, install_actors  # noqa: E402
 from eventbus.settings import Settings, set_settings  # noqa: E402
 

@@ -19,10 +19,10 @@ import pytest
 
 import tests.apps.control  # noqa: F401  declares the test topics in this (publisher) process
 from eventbus import publish_event, publish_many
+from eventbus.brokers.redis.guard import check_redis_config
 from eventbus.cli import main
 from eventbus.control import ControlPlane, JobState
 from eventbus.delivery import delivery_id
-from eventbus.redis_guard import check_redis_config
 from tests.conftest import REDIS_URL, ROOT, wait_for
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]

@@ -8,8 +8,8 @@ import functools
 import dramatiq
 import pytest
 
+from eventbus.brokers.redis.ledger import RedisLedger, Retention
 from eventbus.ledger import Completion, JobState, coalesce, transition
-from eventbus.ledger_redis import RedisLedger, Retention
 from eventbus.middleware.ledger import LedgerWriter
 
 pytestmark = pytest.mark.redis

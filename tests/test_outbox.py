@@ -17,7 +17,7 @@ import pytest
 
 from eventbus import PublishError, declare_topic, publish_event, publish_many
 from eventbus.broker import make_broker, set_broker
-from eventbus.brokers.sqlite import SQLiteBroker
+from eventbus.brokers.sqlite.broker import SQLiteBroker
 from eventbus.delivery import install_actors
 from eventbus.outbox import Relay, get_outbox, outbox_depth, outbox_status
 from eventbus.settings import Settings, set_settings

@@ -11,11 +11,11 @@ import pytest
 
 from eventbus import declare_topic
 from eventbus.broker import make_broker
+from eventbus.brokers.redis.guard import check_redis_config
 from eventbus.control import ControlPlane
 from eventbus.delivery import EVENTS_QUEUE, FANOUT_ACTOR, build_message
 from eventbus.event import Event
 from eventbus.outbox import get_outbox
-from eventbus.redis_guard import check_redis_config
 from eventbus.settings import Settings
 from tests.conftest import need
 from tests.private_redis import RedisServer

@@ -8,7 +8,7 @@ write per job start. Here both go into one per-process buffer, written by the br
   counted), so the calling thread waits, but for a flush that carries every other thread's
   pending marks and acks with it: one write instead of one each. The broker asks for that wait
   only for a message that was already in the hands of a worker that died (see
-  :mod:`eventbus.brokers.redis_recovery`); any other mark, like an ack, returns at once.
+  :mod:`eventbus.brokers.redis.recovery`); any other mark, like an ack, returns at once.
 - ``ack`` returns at once; its write rides with the next flush: the next waiting job start of
   any thread, or the flusher thread ``ack_delay_s`` later.
 

@@ -262,14 +262,14 @@ class ControlPlane:
 
 def control_store(broker: dramatiq.Broker, settings: Settings) -> ControlStore:
     """The control plane's store for ``broker``: Redis keys or tables in the SQLite file."""
-    from eventbus.brokers.sqlite import SQLiteBroker
+    from eventbus.brokers.sqlite.broker import SQLiteBroker
 
     if isinstance(broker, SQLiteBroker):
-        from eventbus.control.store_sqlite import SQLiteControlStore
+        from eventbus.brokers.sqlite.control import SQLiteControlStore
 
         return SQLiteControlStore(broker, settings)
     if hasattr(broker, "client") and hasattr(broker, "namespace"):
-        from eventbus.control.store_redis import RedisControlStore
+        from eventbus.brokers.redis.control import RedisControlStore
 
         return RedisControlStore(broker, settings)
     raise ControlPlaneUnavailable(

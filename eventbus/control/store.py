@@ -1,8 +1,8 @@
 """What the control plane needs from a broker's store: one protocol, one implementation per broker.
 
 The control plane's logic (filters, cursors, requeue, health thresholds) is written once against
-:class:`ControlStore`; :class:`~eventbus.control.store_redis.RedisControlStore` keeps it in Redis
-keys beside Dramatiq's, :class:`~eventbus.control.store_sqlite.SQLiteControlStore` in tables of
+:class:`ControlStore`; :class:`~eventbus.brokers.redis.control.RedisControlStore` keeps it in Redis
+keys beside Dramatiq's, :class:`~eventbus.brokers.sqlite.control.SQLiteControlStore` in tables of
 the SQLite broker's file. Dead letters are named by a broker id (Redis message id / row id) and
 scored by the time they died (ms), so listings page the same way on both.
 """

@@ -1,7 +1,7 @@
 """The send record: one per idempotency key, pending -> sending -> sent | failed, in the broker's store.
 
-Redis keeps them in hashes (:mod:`eventbus.mail.record_redis`), SQLite in the broker's file
-(:mod:`eventbus.mail.record_sqlite`), ``memory://`` in a dict (:mod:`eventbus.mail.record_memory`). Counters:
+Redis keeps them in hashes (:mod:`eventbus.brokers.redis.send_records`), SQLite in the broker's file
+(:mod:`eventbus.brokers.sqlite.send_records`), ``memory://`` in a dict (:mod:`eventbus.mail.record_memory`). Counters:
 sent, failed, retried, skipped (already sent) and uncertain (found in ``sending`` after a crash).
 
 The worker moves records with two operations, :class:`Claim` and :class:`Finish` (and reads them
@@ -227,11 +227,11 @@ def coalescer(store: RecordStore) -> Coalescer:
 def record_store(broker: dramatiq.Broker | None = None) -> RecordStore:
     """The send-record store of ``broker`` (default: the process-wide one): Redis, the SQLite file, or memory."""
     from eventbus.broker import get_broker
-    from eventbus.brokers.redis import RedisBroker
-    from eventbus.brokers.sqlite import SQLiteBroker
+    from eventbus.brokers.redis.broker import RedisBroker
+    from eventbus.brokers.redis.send_records import RedisRecords
+    from eventbus.brokers.sqlite.broker import SQLiteBroker
+    from eventbus.brokers.sqlite.send_records import SQLiteSendRecords
     from eventbus.mail.record_memory import MemoryRecords
-    from eventbus.mail.record_redis import RedisRecords
-    from eventbus.mail.record_sqlite import SQLiteSendRecords
     from eventbus.settings import get_settings
 
     broker = broker or get_broker()

@@ -10,7 +10,7 @@ Two daemon threads per worker process, started after boot:
   publishes due cron ticks (:mod:`eventbus.cron`).
 
 On SQLite the heartbeat only renews concurrency leases (message leases expire by themselves, see
-:mod:`eventbus.brokers.sqlite`), and the scheduler only publishes cron ticks (delayed rows are
+:mod:`eventbus.brokers.sqlite.broker`), and the scheduler only publishes cron ticks (delayed rows are
 handed out by the consumers once due).
 
 A live worker heartbeats from its own thread, so a worker whose threads are all busy on long jobs

@@ -28,9 +28,9 @@ from typing import Any, Protocol
 
 import dramatiq
 
+from eventbus.brokers.redis.ledger import Retention
 from eventbus.delivery import FANOUT_ACTOR
 from eventbus.ledger import Completion, JobState, canonical_queue, coalesce, now_ms, transition, worker_name
-from eventbus.ledger_redis import Retention
 from eventbus.settings import Settings
 
 logger = logging.getLogger("eventbus.ledger")
@@ -46,14 +46,14 @@ class LedgerStore(Protocol):
 
 def ledger_store(broker: dramatiq.Broker, settings: Settings) -> LedgerStore | None:
     """The ledger store of ``broker`` (None for brokers that keep no ledger, such as memory://)."""
-    from eventbus.brokers.sqlite import SQLiteBroker
+    from eventbus.brokers.sqlite.broker import SQLiteBroker
 
     if isinstance(broker, SQLiteBroker):
-        from eventbus.ledger_sqlite import SQLiteLedger
+        from eventbus.brokers.sqlite.ledger import SQLiteLedger
 
         return SQLiteLedger(broker.store, broker.namespace, Retention.from_settings(settings))
     if hasattr(broker, "client") and hasattr(broker, "namespace"):
-        from eventbus.ledger_redis import RedisLedger
+        from eventbus.brokers.redis.ledger import RedisLedger
 
         return RedisLedger(
             broker.client, broker.namespace, Retention.from_settings(settings), getattr(broker, "direct", None)

@@ -62,7 +62,7 @@ class PauseGate(dramatiq.Middleware):
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         """Read the paused set now, then keep it fresh."""
-        from eventbus.brokers.sqlite import SQLiteBroker
+        from eventbus.brokers.sqlite.broker import SQLiteBroker
 
         if isinstance(broker, SQLiteBroker):
             self._script = _put_back_row

@@ -1,6 +1,6 @@
 """The in-app inbox: newest first, per user, in the broker's store, with read state.
 
-On SQLite it lives in the broker's file (:mod:`eventbus.brokers.sqlite_inbox`); on ``memory://`` in the process.
+On SQLite it lives in the broker's file (:mod:`eventbus.brokers.sqlite.inbox`); on ``memory://`` in the process.
 
 Redis layout under the namespace: ``inbox:<user>`` (zset id -> created µs), ``inbox:<user>:items``
 (hash id -> JSON) and ``inbox:<user>:unread`` (set of ids). Storing is idempotent by notification id.
@@ -15,8 +15,8 @@ from typing import Any
 import dramatiq
 
 from eventbus.broker import get_broker
-from eventbus.brokers.sqlite_inbox import SQLiteInbox
-from eventbus.brokers.sqlite_store import SQLiteStore
+from eventbus.brokers.sqlite.inbox import SQLiteInbox
+from eventbus.brokers.sqlite.store import SQLiteStore
 from eventbus.notifications.notification import Notification
 from eventbus.settings import get_settings
 

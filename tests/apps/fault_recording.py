@@ -13,7 +13,7 @@ import time
 import dramatiq
 
 from eventbus import Event, declare_topic, subscribe
-from eventbus.brokers.sqlite_store import SQLiteStore
+from eventbus.brokers.sqlite.store import SQLiteStore
 
 declare_topic("fault.happened")
 declare_topic("fault.poison")

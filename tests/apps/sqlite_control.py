@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from eventbus import Event, declare_topic, subscribe
 from eventbus.broker import get_broker
-from eventbus.brokers.sqlite import SQLiteBroker
-from eventbus.brokers.sqlite_store import SQLiteStore
+from eventbus.brokers.sqlite.broker import SQLiteBroker
+from eventbus.brokers.sqlite.store import SQLiteStore
 
 declare_topic("sqc.happened")
 

@@ -14,7 +14,7 @@ import dramatiq
 
 from eventbus import Event, declare_topic, subscribe
 from eventbus.broker import get_broker
-from eventbus.brokers.sqlite import SQLiteBroker
+from eventbus.brokers.sqlite.broker import SQLiteBroker
 
 declare_topic("sq.happened")
 declare_topic("sq.load")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from eventbus.broker import make_broker, set_broker
-from eventbus.brokers.sqlite import SQLiteBroker
+from eventbus.brokers.sqlite.broker import SQLiteBroker
 from eventbus.delivery import install_actors
 from eventbus.settings import Settings, set_settings
 from tests.conftest import ROOT, WorkerProcess, wait_for

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from eventbus.brokers.doorbell import Doorbell
+from eventbus.brokers.redis.doorbell import Doorbell
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.redis

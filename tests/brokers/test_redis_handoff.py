@@ -10,8 +10,8 @@ from dataclasses import replace
 import dramatiq
 import pytest
 
-from eventbus.brokers.redis import RedisBroker
-from eventbus.brokers.redis_reconnect import InHand
+from eventbus.brokers.redis.broker import RedisBroker
+from eventbus.brokers.redis.reconnect import InHand
 from eventbus.encoder import JSONEncoder
 from eventbus.settings import Settings, set_settings
 from tests.conftest import need

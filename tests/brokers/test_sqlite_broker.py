@@ -11,7 +11,7 @@ import dramatiq
 import pytest
 from dramatiq.encoder import JSONEncoder
 
-from eventbus.brokers.sqlite import SQLiteBroker
+from eventbus.brokers.sqlite.broker import SQLiteBroker
 from eventbus.delivery import build_message
 from tests.conftest import wait_for
 

@@ -8,7 +8,7 @@ import pytest
 
 import tests.apps.sqlite_recording as rec
 from eventbus import publish_many
-from eventbus.brokers.sqlite import SQLiteBroker
+from eventbus.brokers.sqlite.broker import SQLiteBroker
 from tests.conftest import wait_for
 
 pytestmark = [pytest.mark.slow]

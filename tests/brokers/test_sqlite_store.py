@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from eventbus.broker import describe, make_broker
-from eventbus.brokers.sqlite import SQLiteBroker, path_from_url
-from eventbus.brokers.sqlite_store import SQLiteStore
+from eventbus.brokers.sqlite.broker import SQLiteBroker, path_from_url
+from eventbus.brokers.sqlite.store import SQLiteStore
 from eventbus.errors import ConfigError
 from eventbus.settings import Settings, broker_url_from_env
 

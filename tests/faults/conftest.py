@@ -36,7 +36,7 @@ import pytest
 
 from eventbus import publish_many
 from eventbus.broker import make_broker, set_broker
-from eventbus.brokers.sqlite_store import SQLiteStore
+from eventbus.brokers.sqlite.store import SQLiteStore
 from eventbus.delivery import install_actors
 from eventbus.settings import Settings, set_settings
 from tests.apps import fault_recording

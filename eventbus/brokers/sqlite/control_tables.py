@@ -6,7 +6,7 @@ the record expires (NULL: never), the other fields as JSON and the state history
 ``ctl_topic_stats`` and ``ctl_processed`` (5 s buckets) are counters; ``ctl_events`` keeps
 published events for replay; ``ctl_workers`` holds heartbeats; ``ctl_subscriptions`` the
 subscriptions workers run; ``ctl_locks`` locks that expire by themselves.
-Queues, paused queues and dead letters are the broker's own tables (see ``sqlite_schema``).
+Queues, paused queues and dead letters are the broker's own tables (see ``schema``).
 """
 
 from __future__ import annotations

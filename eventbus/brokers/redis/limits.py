@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from eventbus.brokers.redis import RedisBroker
+    from eventbus.brokers.redis.broker import RedisBroker
 
 _RESERVE = """
 local t = redis.call("time")

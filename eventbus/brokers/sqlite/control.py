@@ -14,14 +14,14 @@ from typing import Any
 import dramatiq
 from dramatiq.common import current_millis
 
-from eventbus.brokers.sqlite import SQLiteBroker
+from eventbus.brokers.redis.ledger import BUCKET_MS, Retention
+from eventbus.brokers.sqlite.broker import SQLiteBroker
+from eventbus.brokers.sqlite.ledger import SQLiteLedger
 from eventbus.control.stats import stats_of
 from eventbus.control.store import DeadRow
 from eventbus.control.types import HealthCheck, QueueStats, Stats, WorkerInfo
 from eventbus.delivery import EVENTS_QUEUE
 from eventbus.ledger import JobRecord, JobState, now_ms
-from eventbus.ledger_redis import BUCKET_MS, Retention
-from eventbus.ledger_sqlite import SQLiteLedger
 from eventbus.settings import Settings
 
 PROBE_TIMEOUT_S = 1.0

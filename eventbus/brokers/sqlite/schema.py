@@ -50,7 +50,7 @@ RANKS = (0, 1, 2, 3)
 
 # Up to :n ready rows of one queue, highest priority first, nothing while the queue is paused: (id, data,
 # careful). Careful: a worker held the row before and did not finish it (its lease ran out, or a start mark
-# of it is stored; see sqlite_recovery). One indexed range per rank; the outer sort orders at most 4 * :n rows.
+# of it is stored; see recovery.py). One indexed range per rank; the outer sort orders at most 4 * :n rows.
 FETCH = (
     "SELECT id, data, lease_owner IS NOT NULL OR EXISTS (SELECT 1 FROM message_runs WHERE row_id = m.id) FROM ("
     + " UNION ALL ".join(

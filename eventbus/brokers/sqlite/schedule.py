@@ -1,7 +1,7 @@
 """Scheduled work on the SQLite broker: list and cancel delayed messages, and the cron registry.
 
 Delayed messages already wait in the file (``messages`` rows whose ``eta`` is ahead, see
-:mod:`eventbus.brokers.sqlite_schema`) and are handed out by the consumers once due, so there is
+:mod:`eventbus.brokers.sqlite.schema`) and are handed out by the consumers once due, so there is
 nothing to promote. This module adds what operators need on top (component ``schedule``):
 
 - an index on ``messages.eta`` so listing the schedule never scans the backlog;
@@ -22,10 +22,10 @@ import dramatiq
 from dramatiq.common import current_millis
 
 from eventbus.brokers import Message
-from eventbus.brokers.redis_schedule import ScheduledEntry
+from eventbus.brokers.redis.schedule import ScheduledEntry
 
 if TYPE_CHECKING:
-    from eventbus.brokers.sqlite import SQLiteBroker
+    from eventbus.brokers.sqlite.broker import SQLiteBroker
 
 COMPONENT = "schedule"
 

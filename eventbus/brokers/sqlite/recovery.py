@@ -1,6 +1,6 @@
 """Poison detection on the SQLite broker: a message that keeps killing its worker is dead-lettered.
 
-Leases already bring back the messages of a dead worker (:mod:`eventbus.brokers.sqlite`). What this
+Leases already bring back the messages of a dead worker (:mod:`eventbus.brokers.sqlite.broker`). What this
 adds (component ``recovery``, table ``message_runs``) is the count Redis keeps too: the worker marks
 a row *started* when a thread begins running it (prefetched rows are not marked). A row that is
 fetched again while still marked was running when its holder died: that is one lost delivery. At
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from dramatiq.common import current_millis
 
 if TYPE_CHECKING:
-    from eventbus.brokers.sqlite import SQLiteBroker
+    from eventbus.brokers.sqlite.broker import SQLiteBroker
 
 COMPONENT = "recovery"
 

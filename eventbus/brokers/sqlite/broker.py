@@ -12,9 +12,9 @@ eventbus.workers`` processes on the same host open the same file; nothing else t
   worker that died becomes visible again when its lease runs out.
 - A queue listed in ``paused`` hands out nothing; already fetched messages still run.
 - A message whose worker died while running it ``max_lost_deliveries`` times is dead-lettered
-  (reason ``worker_lost``) instead of coming back forever (:mod:`eventbus.brokers.sqlite_recovery`).
+  (reason ``worker_lost``) instead of coming back forever (:mod:`eventbus.brokers.sqlite.recovery`).
 - The events queue's consumer fans events out itself, one transaction per fetched batch
-  (:mod:`eventbus.brokers.sqlite_fanout`); job-start marks and acks are group-committed.
+  (:mod:`eventbus.brokers.sqlite.fanout`); job-start marks and acks are group-committed.
 
 URL options: ``?lease_s=30`` (seconds a fetched message stays invisible without renewal).
 For scale-out across hosts use Redis: set EVENTBUS_BROKER_URL or REDIS_URL.
@@ -38,14 +38,13 @@ from dramatiq.common import current_millis, dq_name, q_name
 from dramatiq.errors import QueueJoinTimeout
 
 from eventbus.brokers import Message
-from eventbus.brokers import sqlite_recovery as recovery
-from eventbus.brokers import sqlite_schema as schema
 from eventbus.brokers.group_commit import AckKey, GroupWriter
 from eventbus.brokers.hooks import HookCache
-from eventbus.brokers.sqlite_limits import SQLiteLimits
-from eventbus.brokers.sqlite_recovery import SQLiteRecovery
-from eventbus.brokers.sqlite_schedule import SQLiteSchedule
-from eventbus.brokers.sqlite_store import SQLiteStore
+from eventbus.brokers.sqlite import recovery, schema
+from eventbus.brokers.sqlite.limits import SQLiteLimits
+from eventbus.brokers.sqlite.recovery import SQLiteRecovery
+from eventbus.brokers.sqlite.schedule import SQLiteSchedule
+from eventbus.brokers.sqlite.store import SQLiteStore
 from eventbus.delivery import EVENTS_QUEUE
 from eventbus.errors import ConfigError
 from eventbus.priority import rank_of
@@ -124,12 +123,12 @@ class SQLiteBroker(HookCache, dramatiq.Broker):
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> dramatiq.Consumer:
         """A leasing consumer for ``queue_name``; for a ``.DQ`` one that never hands out anything."""
-        from eventbus.brokers.sqlite_consumer import DelayQueueConsumer, SQLiteConsumer
+        from eventbus.brokers.sqlite.consumer import DelayQueueConsumer, SQLiteConsumer
 
         if queue_name.endswith(".DQ"):
             return DelayQueueConsumer(timeout)
         if queue_name == EVENTS_QUEUE:
-            from eventbus.brokers.sqlite_fanout import FanoutConsumer
+            from eventbus.brokers.sqlite.fanout import FanoutConsumer
 
             return FanoutConsumer(self, queue_name, prefetch, timeout)
         return SQLiteConsumer(self, queue_name, prefetch, timeout)

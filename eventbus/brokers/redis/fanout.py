@@ -21,8 +21,8 @@ import dramatiq
 import redis
 
 from eventbus.brokers import Message
-from eventbus.brokers.redis import RedisBroker, _Consumer
-from eventbus.brokers.redis_reconnect import REDIS_ERRORS
+from eventbus.brokers.redis.broker import RedisBroker, _Consumer
+from eventbus.brokers.redis.reconnect import REDIS_ERRORS
 from eventbus.delivery import FANOUT_ACTOR, once_key, plan_fanout
 from eventbus.ledger import JobState, fanout_record, transition, worker_name
 from eventbus.middleware.ledger import ledger_writer

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from eventbus.brokers.sqlite_store import SQLiteStore
+from eventbus.brokers.sqlite.store import SQLiteStore
 from eventbus.notifications.notification import Notification
 
 COMPONENT = "inbox"

@@ -24,7 +24,7 @@ from dramatiq.common import current_millis
 from eventbus.brokers import Message, list_suffix
 
 if TYPE_CHECKING:
-    from eventbus.brokers.redis import RedisBroker
+    from eventbus.brokers.redis.broker import RedisBroker
 
 SCHEDULE_KEY = "schedule"
 _CHUNK = 500
@@ -79,7 +79,7 @@ for _, id in ipairs(ids) do
         local queue = string.sub(entry, 1, a - 1)
         redis.call("hincrby", ns .. ":schedule.counts", queue, -1)
         if redis.call("rpush", ns .. ":" .. string.sub(entry, a + 1, b - 1), string.sub(entry, b + 1, c - 1)) == 1 then
-            redis.call("publish", ns .. ":__bell__", queue)  -- wake an idle consumer (eventbus.brokers.doorbell)
+            redis.call("publish", ns .. ":__bell__", queue)  -- wake an idle consumer (eventbus.brokers.redis.doorbell)
         end
         out[#out + 1] = data
     end

@@ -1,4 +1,4 @@
-"""The control plane's store on Redis: the ledger's keys (see ``eventbus.ledger_redis``) beside Dramatiq's.
+"""The control plane's store on Redis: the ledger's keys (see ``eventbus.brokers.redis.ledger``) beside Dramatiq's.
 
 Dead letters are Dramatiq's ``<q>.XQ`` (zset of broker ids by dead-letter time) and ``<q>.XQ.msgs``.
 Taking entries is a Lua script (ZREM, and only if that removed it, HGET+HDEL), so two operators
@@ -15,14 +15,14 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from eventbus.brokers.redis.guard import check_redis_config
+from eventbus.brokers.redis.ledger import BUCKET_MS, RedisLedger, Retention
 from eventbus.control.stats import stats_of
 from eventbus.control.store import DeadRow
 from eventbus.control.types import HealthCheck, QueueStats, Stats, WorkerInfo
 from eventbus.delivery import EVENTS_QUEUE
 from eventbus.ledger import JobRecord, JobState, now_ms
-from eventbus.ledger_redis import BUCKET_MS, RedisLedger, Retention
 from eventbus.middleware.pause import paused_key
-from eventbus.redis_guard import check_redis_config
 from eventbus.settings import Settings
 
 PING_TIMEOUT_S = 1.0
@@ -202,7 +202,7 @@ class RedisControlStore(RedisLedger):
     def resume(self, queue: str) -> None:
         with self.client.pipeline(transaction=False) as pipe:
             pipe.srem(paused_key(self.namespace), queue)
-            pipe.publish(self.key("__bell__"), queue)  # idle consumers fetch at once (eventbus.brokers.doorbell)
+            pipe.publish(self.key("__bell__"), queue)  # idle consumers fetch at once (eventbus.brokers.redis.doorbell)
             pipe.execute()
 
     def paused(self) -> set[str]:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import dramatiq
 
 from eventbus.brokers import Message
-from eventbus.brokers.sqlite_consumer import SQLiteConsumer, SQLiteMessage
+from eventbus.brokers.sqlite.consumer import SQLiteConsumer, SQLiteMessage
 from eventbus.delivery import FANOUT_ACTOR, once_key, plan_fanout
 from eventbus.errors import StoreBusy
 from eventbus.ledger import fanout_record, worker_name
@@ -31,7 +31,7 @@ from eventbus.middleware.ledger import ledger_writer
 from eventbus.settings import get_settings
 
 if TYPE_CHECKING:
-    from eventbus.brokers.sqlite import SQLiteBroker
+    from eventbus.brokers.sqlite.broker import SQLiteBroker
 
 logger = logging.getLogger("eventbus.fanout")
 

@@ -35,7 +35,7 @@ import dramatiq
 from eventbus.brokers.poison import worker_lost
 
 if TYPE_CHECKING:
-    from eventbus.brokers.redis import RedisBroker
+    from eventbus.brokers.redis.broker import RedisBroker
 
 
 _FETCH_DONE = '    if n > 0 then\n        return redis.call("hmget", queue_messages, unpack(message_ids))'

@@ -25,17 +25,17 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from eventbus.brokers import Message, list_suffix, malformed
-from eventbus.brokers.doorbell import Doorbell
 from eventbus.brokers.group_commit import AckKey, GroupWriter
 from eventbus.brokers.hooks import HookCache
-from eventbus.brokers.redis_direct import Direct
-from eventbus.brokers.redis_limits import RedisLimits
-from eventbus.brokers.redis_reconnect import REDIS_ERRORS, InHand
-from eventbus.brokers.redis_recovery import RedisRecovery, patch_dispatch_for_recovery
-from eventbus.brokers.redis_schedule import RedisSchedule
+from eventbus.brokers.redis.direct import Direct
+from eventbus.brokers.redis.doorbell import Doorbell
+from eventbus.brokers.redis.ledger import LEDGER_COMPLETIONS, LEDGER_EPILOGUE, LEDGER_PRELUDE, RedisLedger, Retention
+from eventbus.brokers.redis.limits import RedisLimits
+from eventbus.brokers.redis.reconnect import REDIS_ERRORS, InHand
+from eventbus.brokers.redis.recovery import RedisRecovery, patch_dispatch_for_recovery
+from eventbus.brokers.redis.schedule import RedisSchedule
 from eventbus.delivery import EVENTS_QUEUE
 from eventbus.ledger import Completion, make_full
-from eventbus.ledger_redis import LEDGER_COMPLETIONS, LEDGER_EPILOGUE, LEDGER_PRELUDE, RedisLedger, Retention
 from eventbus.settings import get_settings
 
 _FETCH_START = 'elseif command == "fetch" then'
@@ -147,7 +147,7 @@ return flags
 
 # Acks of one group commit in one call (Dramatiq's dispatch script takes one ack per call, and its
 # preamble costs more than the ack), with the ledger's completions of those jobs (see
-# eventbus.ledger_redis). ARGV: namespace, broker id, now ms, the number of acks, (queue, message id)
+# eventbus.brokers.redis.ledger). ARGV: namespace, broker id, now ms, the number of acks, (queue, message id)
 # pairs, the six ledger retention values, then 8 values per completion. Returns the ids of
 # completions whose job has no record yet.
 # What dispatch's ack does (``_DISPATCH_ACK``, checked at start), with this package's recovery patch:
@@ -252,9 +252,9 @@ class RedisBroker(HookCache, _DramatiqRedisBroker):
         return _Consumer
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> dramatiq.Consumer:
-        """The events queue gets a consumer that fans events out itself (see :mod:`eventbus.brokers.redis_fanout`)."""
+        """The events queue gets a consumer that fans events out itself (see :mod:`eventbus.brokers.redis.fanout`)."""
         if queue_name == EVENTS_QUEUE:
-            from eventbus.brokers.redis_fanout import FanoutConsumer
+            from eventbus.brokers.redis.fanout import FanoutConsumer
 
             return FanoutConsumer(self, queue_name, prefetch, timeout)
         return _Consumer(self, queue_name, prefetch, timeout)
@@ -329,7 +329,7 @@ class RedisBroker(HookCache, _DramatiqRedisBroker):
         return store.retention if isinstance(store, RedisLedger) else Retention.from_settings(get_settings())
 
     def close(self) -> None:
-        """Close the connections of the hot paths (see :mod:`eventbus.brokers.redis_direct`)."""
+        """Close the connections of the hot paths (see :mod:`eventbus.brokers.redis.direct`)."""
         self.direct.close()
         super().close()
 
@@ -357,7 +357,7 @@ class RedisBroker(HookCache, _DramatiqRedisBroker):
     ) -> list[Message]:
         """See :class:`eventbus.brokers.BusBroker`: one pipelined round trip per 500 messages.
 
-        With ``delay_ms`` the messages go to the durable schedule (:mod:`eventbus.brokers.redis_schedule`).
+        With ``delay_ms`` the messages go to the durable schedule (:mod:`eventbus.brokers.redis.schedule`).
         """
         keys = list(once_keys) if once_keys is not None else [None] * len(messages)
         if delay_ms is not None:
@@ -456,7 +456,7 @@ class _Consumer(_RedisConsumer):
     Malformed messages are dead-lettered at the decode step (see ``eventbus.brokers.malformed``);
     connection errors *and* timeouts surface as ``ConnectionClosed`` (the worker retries acks and
     restarts the consumer); fetches orphaned by a connection error are requeued (see
-    ``eventbus.brokers.redis_reconnect``).
+    ``eventbus.brokers.redis.reconnect``).
     """
 
     def __init__(self, broker: RedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
@@ -530,7 +530,7 @@ class _Consumer(_RedisConsumer):
         if self.full:
             return False
         fetched = self.broker.do_fetch(self.queue_name, free)
-        if fetched:  # the last value names the careful ones (see eventbus.brokers.redis_recovery)
+        if fetched:  # the last value names the careful ones (see eventbus.brokers.redis.recovery)
             careful = fetched.pop()
             if careful:
                 self.broker.recovery.careful.update(careful.decode().split(","))

@@ -1,4 +1,4 @@
-"""Send records on the SQLite broker: the table of :mod:`eventbus.brokers.sqlite_records`, batched.
+"""Send records on the SQLite broker: the table of :mod:`eventbus.brokers.sqlite.records`, batched.
 
 A batch of claims and finishes is one ``BEGIN IMMEDIATE`` transaction, run in a thread so a busy
 file never blocks the worker's event loop; a claim is atomic across every process on the file.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from eventbus.brokers.sqlite_records import _COUNT, SQLiteRecords, _read, _write
+from eventbus.brokers.sqlite.records import _COUNT, SQLiteRecords, _read, _write
 from eventbus.mail.record import Claim, Finish, Op, Peek, SendRecord, claim_fields, now_ms
 
 

@@ -1,8 +1,8 @@
-"""The job ledger in the SQLite broker's file: the same writes and reads as ``ledger_redis``, as SQL.
+"""The job ledger in the SQLite broker's file: the same writes and reads as the Redis ledger (:mod:`eventbus.brokers.redis.ledger`), as SQL.
 
 A batch of writes is one ``BEGIN IMMEDIATE`` transaction; each write is applied only if its
 sequence number is not older than the stored one (a late "waiting" never overwrites "active").
-Tables: see :mod:`eventbus.brokers.sqlite_control`.
+Tables: see :mod:`eventbus.brokers.sqlite.control_tables`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from typing import Any
 
 import orjson
 
-from eventbus.brokers import sqlite_control as schema
-from eventbus.brokers.sqlite_store import SQLiteStore
+from eventbus.brokers.redis.ledger import BUCKET_MS, Retention
+from eventbus.brokers.sqlite import control_tables as schema
+from eventbus.brokers.sqlite.store import SQLiteStore
 from eventbus.ledger import (
     Completion,
     JobRecord,
@@ -28,7 +29,6 @@ from eventbus.ledger import (
     make_full,
     now_ms,
 )
-from eventbus.ledger_redis import BUCKET_MS, Retention
 
 _HISTORY_CHARS = 1500
 _FAR = 2**62  # "no upper bound" for a score

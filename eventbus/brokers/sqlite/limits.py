@@ -1,6 +1,6 @@
 """Global rate limits and concurrency caps on the SQLite broker, shared by every process on the file.
 
-The same algorithms as :mod:`eventbus.brokers.redis_limits`, each step one short ``BEGIN IMMEDIATE``
+The same algorithms as :mod:`eventbus.brokers.redis.limits`, each step one short ``BEGIN IMMEDIATE``
 transaction (the file's write lock makes it atomic across processes; every process on a host reads
 the same clock):
 
@@ -18,7 +18,7 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from eventbus.brokers.sqlite import SQLiteBroker
+    from eventbus.brokers.sqlite.broker import SQLiteBroker
 
 COMPONENT = "limits"
 

@@ -21,13 +21,12 @@ import dramatiq
 from dramatiq.common import current_millis, q_name
 
 from eventbus.brokers import malformed, poison
-from eventbus.brokers import sqlite_recovery as recovery
-from eventbus.brokers import sqlite_schema as schema
+from eventbus.brokers.sqlite import recovery, schema
 from eventbus.errors import StoreBusy
 from eventbus.settings import get_settings
 
 if TYPE_CHECKING:
-    from eventbus.brokers.sqlite import SQLiteBroker
+    from eventbus.brokers.sqlite.broker import SQLiteBroker
 
 _FETCH_MAX = 500
 # A consumer that found its queue empty looks again at most this often while the process keeps

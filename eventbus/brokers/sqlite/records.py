@@ -16,7 +16,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 
-from eventbus.brokers.sqlite_store import SQLiteStore
+from eventbus.brokers.sqlite.store import SQLiteStore
 from eventbus.mail.record import SendRecord, SendState
 
 COMPONENT = "mail_records"

@@ -21,14 +21,14 @@ import dramatiq
 import redis
 
 from eventbus import encoder
-from eventbus.brokers.redis_direct import Direct
+from eventbus.brokers.redis.direct import Direct
 from eventbus.ledger import HISTORY_CODES, Completion, JobRecord, JobState, make_full
 from eventbus.settings import Settings
 
 BUCKET_MS = 5_000
 
 # The pieces of a ledger write script, shared with the broker's ack script (which writes the jobs'
-# completions with their acks, see eventbus.brokers.redis). They expect ``ns`` (namespace) and ``r``
+# completions with their acks, see eventbus.brokers.redis.broker). They expect ``ns`` (namespace) and ``r``
 # (index of the six retention values in ARGV) to be set; LEDGER_COMPLETIONS also ``c0``, the index of
 # the first completion, 8 values each (see :meth:`eventbus.ledger.Completion.flat`): job id,
 # sequence, finished ms, started ms ("" once its active write went out), attempts, requeues, redis
