@@ -24,17 +24,21 @@ def make_broker(settings: Settings) -> dramatiq.Broker:
     if url.startswith("memory://"):
         from eventbus.brokers.memory import MemoryBroker
 
-        return MemoryBroker(middleware=middleware)
+        return MemoryBroker(middleware=middleware, settings=settings)
     if url.startswith(("redis://", "rediss://", "unix://")):
         from eventbus.brokers.redis.broker import RedisBroker
 
         return RedisBroker(
-            url=url, namespace=settings.namespace, timeout_s=settings.publish_timeout_s, middleware=middleware
+            url=url,
+            namespace=settings.namespace,
+            timeout_s=settings.publish_timeout_s,
+            middleware=middleware,
+            settings=settings,
         )
     if url.startswith("sqlite://"):
         from eventbus.brokers.sqlite.broker import SQLiteBroker
 
-        return SQLiteBroker.from_url(url, namespace=settings.namespace, middleware=middleware)
+        return SQLiteBroker.from_url(url, namespace=settings.namespace, middleware=middleware, settings=settings)
     raise ConfigError(
         f"unsupported broker URL {_redact(url)!r}; use sqlite:///path.db, redis://host:port/db or memory:// "
         "(set EVENTBUS_BROKER_URL or REDIS_URL)"
@@ -54,7 +58,10 @@ def set_broker(broker: dramatiq.Broker | None) -> None:
     """Make ``broker`` the process-wide broker (also Dramatiq's global one); None forgets it."""
     global _broker
     if broker is not None and not isinstance(broker, BusBroker):
-        raise ConfigError(f"{type(broker).__name__} lacks enqueue_many; use a broker from eventbus.brokers")
+        raise ConfigError(
+            f"{type(broker).__name__} is not an eventbus broker (it needs enqueue_many and stores); "
+            "use one from eventbus.brokers"
+        )
     _broker = broker
     if broker is not None:
         dramatiq.set_encoder(JSONEncoder())

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import dramatiq
 
 from eventbus.broker import get_broker
+from eventbus.brokers import BusBroker
 from eventbus.cron import ScheduleInfo, schedule_infos
 from eventbus.errors import ConfigError
+from eventbus.stores import ScheduleStore
 
 
 @dataclass(frozen=True)
@@ -72,15 +74,15 @@ def cancel(message_id: str, *, broker: dramatiq.Broker | None = None) -> bool:
 
 def schedules(*, broker: dramatiq.Broker | None = None) -> list[ScheduleInfo]:
     """Recurring schedules registered by running workers (and this process), with next and last run."""
-    store = getattr(broker or get_broker(), "schedule", None)
+    store = cast(BusBroker, broker or get_broker()).stores.schedule
     if store is None:
         return schedule_infos({}, {}, _now_ms())
     return schedule_infos(store.schedule_definitions(), store.last_ticks(), _now_ms())
 
 
-def _store(broker: dramatiq.Broker | None) -> Any:
+def _store(broker: dramatiq.Broker | None) -> ScheduleStore:
     found = broker or get_broker()
-    store = getattr(found, "schedule", None)
+    store = cast(BusBroker, found).stores.schedule
     if store is None:
         raise ConfigError(
             f"{type(found).__name__} keeps delayed messages in memory and cannot list or cancel them; "

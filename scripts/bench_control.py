@@ -33,7 +33,6 @@ from eventbus.broker import make_broker, set_broker  # noqa: E402
 from eventbus.control import ControlPlane  # noqa: E402
 from eventbus.delivery import delivery_message, install_actors  # noqa: E402
 from eventbus.event import Event  # noqa: E402
-from eventbus.middleware.ledger import ledger_writer  # noqa: E402
 from eventbus.settings import Settings, set_settings  # noqa: E402
 from eventbus.subscriber import get_subscription  # noqa: E402
 
@@ -86,7 +85,7 @@ def bench_drain(ledger: bool, n: int = 5000, kind: str = "redis", pin: bool = Tr
         assert sub is not None
         messages = [delivery_message(Event("bench.noop", {"i": i}).to_dict(), sub, None, settings) for i in range(n)]
         broker.enqueue_many(messages)
-        writer = ledger_writer(broker)
+        writer = broker.stores.ledger
         if writer is not None:
             writer.flush()
         started = time.monotonic()

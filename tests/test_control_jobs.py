@@ -11,13 +11,14 @@ import pytest
 
 import tests.apps.control  # noqa: F401  declares the test topics in this (publisher) process
 from eventbus import publish_many
-from eventbus.brokers.redis.ledger import RedisLedger, Retention
+from eventbus.brokers.redis.ledger import RedisLedger
 from eventbus.cli import main
 from eventbus.control import ControlPlane, DeadLetterFilter, JobState
 from eventbus.delivery import delivery_id
 from eventbus.errors import InvalidJobState, JobNotFound, QueueNotFound
 from eventbus.ledger import JobState as LedgerState
 from eventbus.ledger import transition
+from eventbus.retention import Retention
 from tests.conftest import REDIS_URL, wait_for
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]

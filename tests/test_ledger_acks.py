@@ -8,7 +8,7 @@ import pytest
 
 from eventbus.delivery import build_message
 from eventbus.ledger import Completion, JobState, now_ms, transition
-from eventbus.middleware.ledger import Ledger, ledger_writer
+from eventbus.middleware.ledger import Ledger
 
 pytestmark = pytest.mark.redis
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.redis
 def enqueued(bus, job_id: str):
     """A message enqueued on ``queue`` and taken into this worker's hands, its waiting record written."""
     message = bus.enqueue(build_message("acks_q", "user.job", {}, {}, job_id))
-    ledger_writer(bus).flush()
+    bus.stores.ledger.flush()
     rid = message.options["redis_message_id"]
     bus.client.sadd(bus.key(f"__acks__.{bus.broker_id}.acks_q"), rid)  # as a fetch does
     return message, rid
@@ -27,7 +27,7 @@ def test_a_completion_is_written_by_its_ack(bus):
     bus.completions.append(Completion(message, 1, 1_000, now_ms(), "w:1"))
     bus._send_writes([], [("acks_q", rid)])
     assert not bus.client.hexists(bus.key("acks_q.msgs"), rid)  # acked
-    record = ledger_writer(bus).store.get(["A1"])[0]
+    record = bus.stores.ledger.store.get(["A1"])[0]
     assert (record.state, record.worker, record.started_at_ms) == (JobState.COMPLETED, "w:1", 1_000)
     assert [h.state for h in record.history] == [JobState.WAITING, JobState.ACTIVE, JobState.COMPLETED]
 
@@ -41,8 +41,8 @@ def test_the_ack_holds_when_the_ledger_part_fails_and_the_completion_is_written_
     bus._send_writes([], [("acks_q", rid)])
     # Then the ack is written all the same, and the ledger writes the completion in full itself
     assert not bus.client.hexists(bus.key("acks_q.msgs"), rid)
-    ledger_writer(bus).flush()
-    record = ledger_writer(bus).store.get(["A2"])[0]
+    bus.stores.ledger.flush()
+    record = bus.stores.ledger.store.get(["A2"])[0]
     assert (record.state, record.actor, record.queue) == (JobState.COMPLETED, "user.job", "acks_q")
 
 
@@ -54,14 +54,14 @@ def test_a_finished_record_stays_a_compact_hash(bus):
     # Then its record is still a listpack (whole state names in the history made it a hash table:
     # several times the memory, and the Redis time to write and to delete it)
     assert bus.client.object("encoding", bus.key("job", "A3")) == b"listpack"
-    record = ledger_writer(bus).store.get(["A3"])[0]
+    record = bus.stores.ledger.store.get(["A3"])[0]
     assert [h.state for h in record.history] == [JobState.WAITING, JobState.ACTIVE, JobState.COMPLETED]
 
 
 def test_a_job_moved_twice_in_one_call_is_only_in_its_last_state_set(bus):
     # Given a job's writes that are not folded into one (control-plane writes) in one apply call
     message = bus.enqueue(build_message("acks_q", "user.job", {}, {}, "A4"))
-    store = ledger_writer(bus).store
+    store = bus.stores.ledger.store
     ops = [transition(message, state, 1) for state in (JobState.WAITING, JobState.ACTIVE, JobState.COMPLETED)]
     for op in ops:
         op["force"] = True
@@ -92,7 +92,7 @@ def test_keep_n_trims_a_whole_call_of_completions_at_once(bus):
 def test_a_dead_jobs_record_loses_its_ttl_once_it_is_failed_history(bus):
     # Given a dead job's record, which expires with its dead letter
     message = bus.enqueue(build_message("acks_q", "user.job", {}, {}, "D1"))
-    store = ledger_writer(bus).store
+    store = bus.stores.ledger.store
     store.apply([transition(message, JobState.DEAD, 1)])
     assert bus.client.pttl(bus.key("job", "D1")) > 0
     # When its dead letter is purged and the record becomes failed history
@@ -112,7 +112,7 @@ def test_an_active_write_that_lands_after_its_completion_still_records_the_start
     bus.completions.append(Completion(message, 1, None, started + 3, "w:1"))
     bus._send_writes([], [("acks_q", rid)])
     # When the active write lands, late (and once more, as a retried flush would send it)
-    store = ledger_writer(bus).store
+    store = bus.stores.ledger.store
     store.apply([dict(active)])
     store.apply([dict(active)])
     # Then the record stays completed and tells when and where the job started, in time order

@@ -8,9 +8,10 @@ import functools
 import dramatiq
 import pytest
 
-from eventbus.brokers.redis.ledger import RedisLedger, Retention
+from eventbus.brokers.redis.ledger import RedisLedger
 from eventbus.ledger import Completion, JobState, coalesce, transition
-from eventbus.middleware.ledger import LedgerWriter
+from eventbus.ledger_writer import LedgerWriter
+from eventbus.retention import Retention
 
 pytestmark = pytest.mark.redis
 

@@ -9,7 +9,7 @@ import pytest
 
 from eventbus import publish_event
 from eventbus.mail import get_send_record, send_bulk_email
-from eventbus.mail.record import SendState
+from eventbus.send_record import SendState
 from tests.conftest import wait_for
 from tests.smtp_server import smtp_server  # noqa: F401
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from eventbus.mail import get_send_record, mail_stats, send_bulk_email
-from eventbus.mail.record import SendState
+from eventbus.send_record import SendState
 from tests.conftest import wait_for
 from tests.smtp_server import smtp_server  # noqa: F401
 

@@ -13,7 +13,7 @@ import pytest
 from eventbus import publish_event
 from eventbus.errors import HeaderInjection, PayloadInvalid, TemplateError
 from eventbus.mail import get_send_record, send_email
-from eventbus.mail.record import SendState
+from eventbus.send_record import SendState
 from tests.conftest import wait_for
 from tests.smtp_server import SmtpServer, smtp_server  # noqa: F401
 

@@ -9,8 +9,8 @@ import pytest
 from eventbus import publish_event
 from eventbus.errors import InvalidAddress, MailError, TemplateNotFound
 from eventbus.mail import get_send_record, mail_stats, send_bulk_email, send_email
-from eventbus.mail.record import SendState
 from eventbus.notifications import inbox_list, inbox_unread_count, notify
+from eventbus.send_record import SendState
 from eventbus.settings import get_settings
 from eventbus.testing import TestBus
 from tests.smtp_server import SmtpServer, smtp_server  # noqa: F401
@@ -71,8 +71,9 @@ def test_a_published_built_in_topic_needs_no_subscriber_import(testbus):
 def test_a_job_that_finds_its_email_still_sending_does_not_resend_and_counts_it(testbus, smtp_server):
     # Given a send record left in "sending" (a worker died between handing the email to SMTP and the record write)
     from eventbus.mail.api import _job
-    from eventbus.mail.record import new_fields, record_store
+    from eventbus.mail.record import record_store
     from eventbus.priority import Priority
+    from eventbus.send_record import new_fields
 
     store = record_store(testbus.broker)
     store.create_pending([("k-crash", new_fields(["jo@example.com"], "welcome", "<x@example.com>"))])

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import dramatiq
 
 from eventbus.priority import rank_of
+
+if TYPE_CHECKING:
+    from eventbus.stores import Stores
 
 Message = dramatiq.Message[Any]
 
@@ -22,6 +25,9 @@ def list_suffix(message: Message) -> str:
 @runtime_checkable
 class BusBroker(Protocol):
     """What the bus needs beyond ``dramatiq.Broker``; every eventbus broker implements it."""
+
+    namespace: str
+    stores: Stores  # everything the backend stores; features are handed the part they use
 
     def enqueue_many(
         self,

@@ -12,17 +12,20 @@ from dramatiq.common import current_millis, dq_name
 
 from eventbus.brokers import Message
 from eventbus.brokers.hooks import HookCache
+from eventbus.brokers.memory_stores import MemoryStores
+from eventbus.settings import Settings, get_settings
 
 
 class MemoryBroker(HookCache, StubBroker):
     """In-process broker: no persistence, no priority across queues; once-keys live in a dict."""
 
-    def __init__(self, middleware: list[dramatiq.Middleware] | None = None) -> None:
+    def __init__(self, middleware: list[dramatiq.Middleware] | None = None, settings: Settings | None = None) -> None:
         super().__init__(middleware, fail_fast_default=False)
         self.namespace = "memory"
         self._once: dict[str, float] = {}
         self._once_lock = threading.Lock()
         self.paused: set[str] = set()
+        self.stores = MemoryStores(self, settings or get_settings())
 
     def enqueue_many(
         self,

@@ -21,8 +21,11 @@ import dramatiq
 
 from eventbus.brokers import BusBroker
 from eventbus.control import deadletters, health, jobs, stats
-from eventbus.control.store import ControlStore
-from eventbus.control.types import (
+from eventbus.delivery import delivery_id, delivery_message
+from eventbus.errors import ControlPlaneUnavailable, EventBusError, EventNotFound, QueueNotFound, SubscriptionNotFound
+from eventbus.ledger import JobRecord, JobState, canonical_queue
+from eventbus.priority import Priority
+from eventbus.reports import (
     DeadLetter,
     DeadLetterFilter,
     HealthCheck,
@@ -36,12 +39,8 @@ from eventbus.control.types import (
     TopicStats,
     WorkerInfo,
 )
-from eventbus.delivery import delivery_id, delivery_message
-from eventbus.errors import ControlPlaneUnavailable, EventBusError, EventNotFound, QueueNotFound, SubscriptionNotFound
-from eventbus.ledger import JobRecord, JobState, canonical_queue
-from eventbus.middleware.ledger import ledger_writer
-from eventbus.priority import Priority
 from eventbus.settings import Settings, get_settings
+from eventbus.stores import ControlStore
 from eventbus.subscriber import Subscription, get_subscription
 
 __all__ = [
@@ -70,7 +69,11 @@ class ControlPlane:
     def __init__(self, broker: dramatiq.Broker, settings: Settings | None = None) -> None:
         self.broker = broker
         self.settings = settings or get_settings()
-        self.store: ControlStore = control_store(broker, self.settings)
+        if not isinstance(broker, BusBroker):
+            raise ControlPlaneUnavailable(
+                f"{type(broker).__name__} is not an eventbus broker; build one with eventbus.broker.make_broker"
+            )
+        self.store: ControlStore = broker.stores.control
         self.namespace: str = self.store.namespace
 
     @classmethod
@@ -206,7 +209,7 @@ class ControlPlane:
         message = delivery_message(event, sub, None, self.settings)
         message = message.copy(message_id=str(uuid.uuid4()), options={"replay_of": delivery_id(event_id, sub.name)})
         self.bus_broker.enqueue_many([message])  # no once-key: a replay is intentional
-        writer = ledger_writer(self.broker)
+        writer = self.bus_broker.stores.ledger
         if writer is not None:
             writer.flush()
         return ReplayResult(message.message_id, event_id, sub.name, message.queue_name)
@@ -258,24 +261,6 @@ class ControlPlane:
                 "check the name with `eventbus topics`"
             )
         return local
-
-
-def control_store(broker: dramatiq.Broker, settings: Settings) -> ControlStore:
-    """The control plane's store for ``broker``: Redis keys or tables in the SQLite file."""
-    from eventbus.brokers.sqlite.broker import SQLiteBroker
-
-    if isinstance(broker, SQLiteBroker):
-        from eventbus.brokers.sqlite.control import SQLiteControlStore
-
-        return SQLiteControlStore(broker, settings)
-    if hasattr(broker, "client") and hasattr(broker, "namespace"):
-        from eventbus.brokers.redis.control import RedisControlStore
-
-        return RedisControlStore(broker, settings)
-    raise ControlPlaneUnavailable(
-        f"the control plane needs a Redis or SQLite broker, not {type(broker).__name__}; "
-        "set EVENTBUS_BROKER_URL=redis://… or sqlite:///path.db"
-    )
 
 
 def _never_called(event: Any) -> None:

@@ -13,10 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import dramatiq
 
-from eventbus.control.types import DeadLetter, DeadLetterFilter, Page, RequeueResult, decode_cursor, next_cursor
 from eventbus.errors import DeadLetterNotFound, EventBusError
 from eventbus.ledger import JobState, canonical_queue, now_ms
-from eventbus.middleware.ledger import ledger_writer
+from eventbus.reports import DeadLetter, DeadLetterFilter, Page, RequeueResult, decode_cursor, next_cursor
 
 if TYPE_CHECKING:
     from eventbus.control import ControlPlane
@@ -178,7 +177,7 @@ def requeue(
             cp.store.put_back_dead(queue, taken)
             raise
         requeued.extend(m.message_id for m in messages)
-    writer = ledger_writer(cp.broker)
+    writer = cp.bus_broker.stores.ledger
     if writer is not None:
         writer.flush()
     if ids:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from eventbus.control.types import HealthCheck, HealthReport, HealthStatus, WorkerInfo
 from eventbus.ledger import now_ms
+from eventbus.reports import HealthCheck, HealthReport, HealthStatus, WorkerInfo
 
 if TYPE_CHECKING:
     from eventbus.control import ControlPlane

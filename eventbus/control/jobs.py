@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 
 import dramatiq
 
-from eventbus.control.types import Page, decode_cursor, next_cursor
 from eventbus.delivery import EVENTS_QUEUE
 from eventbus.errors import EventBusError, InvalidJobState, JobNotFound
 from eventbus.ledger import JobRecord, JobState, now_ms
+from eventbus.reports import Page, decode_cursor, next_cursor
 
 if TYPE_CHECKING:
     from eventbus.control import ControlPlane
@@ -105,7 +105,7 @@ def retry_job(cp: ControlPlane, job_id: str) -> JobRecord:
 
 def retry_failed(cp: ControlPlane, queue: str, *, limit: int | None = None) -> list[str]:
     """Requeue the dead letters of ``queue`` (newest first, at most ``limit``); returns their job ids."""
-    from eventbus.control.types import DeadLetterFilter
+    from eventbus.reports import DeadLetterFilter
 
     cp.require_queue(queue)
     return cp.requeue_dead_letters(match=DeadLetterFilter(queue=queue), limit=limit).requeued

@@ -27,9 +27,10 @@ from eventbus.mail.message import (
     check_sender,
     message_id_for,
 )
-from eventbus.mail.record import SendState, new_fields, record_store
+from eventbus.mail.record import record_store
 from eventbus.mail.template import check_template, render, render_subject
 from eventbus.priority import Priority
+from eventbus.send_record import SendState, new_fields
 from eventbus.settings import Settings, get_settings
 
 _BATCH = 500

@@ -23,19 +23,11 @@ from dramatiq.middleware import CurrentMessage
 
 from eventbus.errors import EventBusError
 from eventbus.mail.message import Attachment, mime_body, mime_headers
-from eventbus.mail.record import (
-    Claim,
-    Coalescer,
-    Finish,
-    SendRecord,
-    SendState,
-    claim_fields_for,
-    coalescer,
-    record_store,
-)
+from eventbus.mail.record import Coalescer, coalescer, record_store
 from eventbus.mail.sender import Outcome, SmtpPool, get_pool, transact
 from eventbus.mail.template import render_cached
 from eventbus.priority import Priority, rank_of
+from eventbus.send_record import Claim, Finish, SendRecord, SendState, claim_fields_for
 from eventbus.settings import Settings, get_settings
 
 logger = logging.getLogger("eventbus.mail")

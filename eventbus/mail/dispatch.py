@@ -18,8 +18,8 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from eventbus.mail.attempt import Attempt, Email, Result, Run, Writer, attempt, claim_of
-from eventbus.mail.record import SendRecord
 from eventbus.priority import Priority
+from eventbus.send_record import SendRecord
 
 logger = logging.getLogger("eventbus.mail")
 

@@ -28,7 +28,7 @@ from eventbus.errors import (
 from eventbus.mail.attempt import Attempt, Email, Result, Run
 from eventbus.mail.dispatch import Batch, Ticket, get_dispatcher
 from eventbus.mail.pace import Pacer
-from eventbus.mail.record import Peek, SendRecord, SendState
+from eventbus.send_record import Peek, SendRecord, SendState
 
 logger = logging.getLogger("eventbus.mail")
 

@@ -38,7 +38,7 @@ class Pacer:
         self.settings = settings
         config = settings.queue_config(message.queue_name) if message is not None else None
         self.queue = config.name if config is not None else ""
-        limits = getattr(broker, "limits", None)
+        limits = broker.stores.limits
         self.rate = config.rate_limit if config is not None and limits is not None else None
         limited = config is not None and limits is not None and (config.concurrency or config.rate_limit)
         self.lanes = 1 if limited else _UNLIMITED

@@ -23,11 +23,12 @@ import json
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 import dramatiq
 
 from eventbus import cron, signals
+from eventbus.brokers import BusBroker
 from eventbus.event import Event
 from eventbus.middleware.limits import LEASES
 from eventbus.settings import Settings
@@ -47,7 +48,7 @@ class Housekeeping(dramatiq.Middleware):
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
         """Starts the heartbeat and scheduler threads (no-op on brokers without a durable schedule)."""
-        if getattr(broker, "schedule", None) is None:
+        if cast(BusBroker, broker).stores.schedule is None:
             return
         self._beat(broker)
         self._register_schedules(broker)
@@ -66,29 +67,20 @@ class Housekeeping(dramatiq.Middleware):
 
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         """Marks the message started, so a crash while it runs counts toward its lost deliveries."""
-        recovery = getattr(broker, "recovery", None)
-        rid = message.options.get("redis_message_id")
-        if recovery is not None and rid:
-            recovery.mark_started(rid)
-        runs = getattr(broker, "runs", None)  # SQLite
-        row_id = getattr(message, "row_id", None)
-        if runs is not None and row_id is not None:
-            try:
-                runs.mark_started(row_id, careful=getattr(message, "careful", True))
-            except Exception:  # bookkeeping for poison detection must never fail the job itself
-                logger.warning("could not mark message %s started; it runs anyway", message.message_id)
+        recovery = cast(BusBroker, broker).stores.recovery
+        if recovery is None:
+            return
+        try:
+            recovery.mark_started(message)
+        except Exception:  # bookkeeping for poison detection must never fail the job itself
+            logger.warning("could not mark message %s started; it runs anyway", message.message_id)
 
     # heartbeat thread
 
     def _beat(self, broker: Any) -> None:
-        ttl_ms = int(self.settings.heartbeat_timeout_s * 1000)
-        if getattr(broker, "client", None) is None:
-            broker.limits.renew(LEASES.items(), ttl_ms)
-            return
-        with broker.client.pipeline(transaction=False) as pipe:
-            pipe.zadd(broker.key("__heartbeats__"), {broker.broker_id: int(time.time() * 1000)})
-            broker.limits.renew(LEASES.items(), ttl_ms, pipe)
-            pipe.execute()
+        recovery = broker.stores.recovery
+        if recovery is not None:
+            recovery.beat(int(self.settings.heartbeat_timeout_s * 1000), LEASES.items())
 
     def _heartbeat_loop(self, broker: Any) -> None:
         interval_s = max(0.05, self.settings.heartbeat_interval_s)
@@ -97,14 +89,17 @@ class Housekeeping(dramatiq.Middleware):
         while not self._stop_heartbeat.wait(interval_s):
             try:
                 self._beat(broker)
-                if getattr(broker, "recovery", None) is not None and time.monotonic() >= next_janitor:
+                if time.monotonic() >= next_janitor:
                     next_janitor = time.monotonic() + janitor_every_s
                     self._janitor(broker)
             except Exception:
                 logger.warning("eventbus heartbeat failed; retrying in %.1f s", interval_s, exc_info=True)
 
     def _janitor(self, broker: Any) -> None:
-        done = broker.recovery.recover(
+        recovery = broker.stores.recovery
+        if recovery is None:
+            return
+        done = recovery.recover(
             timeout_s=self.settings.heartbeat_timeout_s,
             max_lost=self.settings.max_lost_deliveries,
             suspect_spread_ms=self.settings.suspect_spread_ms,
@@ -146,7 +141,7 @@ class Housekeeping(dramatiq.Middleware):
 
     def _promote(self, broker: Any) -> None:
         while True:
-            released = broker.schedule.promote(1_000)
+            released = broker.stores.schedule.promote(1_000)
             for message in released:
                 broker.emit_after("enqueue", message, None)
             if len(released) < 1_000:
@@ -164,9 +159,9 @@ class Housekeeping(dramatiq.Middleware):
                     logger.exception("schedule %r could not publish its tick at %d", found.name, tick)
             self._cron_last_ms[found.name] = now_ms
             if ticks:
-                broker.schedule.record_tick(found.name, ticks[-1])
+                broker.stores.schedule.record_tick(found.name, ticks[-1])
 
     def _register_schedules(self, broker: Any) -> None:
         found = cron.all_schedules()
         if found:
-            broker.schedule.register_schedules({s.name: json.dumps(s.describe()) for s in found})
+            broker.stores.schedule.register_schedules({s.name: json.dumps(s.describe()) for s in found})

@@ -1,9 +1,8 @@
-"""Records every job transition in the ledger, buffered: one write per ~25 ms per process.
+"""Records every job transition in the ledger, through the backend's buffered ledger.
 
-One pipelined Lua call on Redis, one transaction on SQLite.
-
-Hooks write into a per-process buffer; a flusher thread applies it in one round trip, so the
-actor path pays no Redis round trip. A job's ``active`` write is held back until its next write
+Hooks write into the per-process buffer of ``broker.stores.ledger``
+(:class:`~eventbus.ledger_writer.LedgerWriter`); its flusher applies it in one round trip, so the
+actor path pays no round trip to the store. A job's ``active`` write is held back until its next write
 or the next flush, whichever comes first: a job that finishes within one flush costs one write
 with both states in its history, and a longer job still shows ``active`` within one flush
 interval. A worker's writes are compact (see :func:`eventbus.ledger.transition`) and built by the
@@ -15,155 +14,20 @@ with its ack instead, in the group commit's script call. The thread starts on fi
 
 from __future__ import annotations
 
-import atexit
-import collections
 import functools
 import logging
-import os
 import threading
 import traceback
-import weakref
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import dramatiq
 
-from eventbus.brokers.redis.ledger import Retention
 from eventbus.delivery import FANOUT_ACTOR
-from eventbus.ledger import Completion, JobState, canonical_queue, coalesce, now_ms, transition, worker_name
+from eventbus.ledger import Completion, JobState, canonical_queue, now_ms, transition, worker_name
+from eventbus.ledger_writer import LedgerWriter
 from eventbus.settings import Settings
 
 logger = logging.getLogger("eventbus.ledger")
-
-FLUSH_INTERVAL_S = 0.025
-
-
-class LedgerStore(Protocol):
-    """Where ledger writes go: ``RedisLedger`` or ``SQLiteLedger``."""
-
-    def apply(self, ops: Sequence[dict[str, Any]], done: Sequence[Completion] = ()) -> int: ...
-
-
-def ledger_store(broker: dramatiq.Broker, settings: Settings) -> LedgerStore | None:
-    """The ledger store of ``broker`` (None for brokers that keep no ledger, such as memory://)."""
-    from eventbus.brokers.sqlite.broker import SQLiteBroker
-
-    if isinstance(broker, SQLiteBroker):
-        from eventbus.brokers.sqlite.ledger import SQLiteLedger
-
-        return SQLiteLedger(broker.store, broker.namespace, Retention.from_settings(settings))
-    if hasattr(broker, "client") and hasattr(broker, "namespace"):
-        from eventbus.brokers.redis.ledger import RedisLedger
-
-        return RedisLedger(
-            broker.client, broker.namespace, Retention.from_settings(settings), getattr(broker, "direct", None)
-        )
-    return None
-
-
-class LedgerWriter:
-    """A buffer of ledger writes and the thread that flushes it."""
-
-    def __init__(self, store: LedgerStore, interval_s: float = FLUSH_INTERVAL_S) -> None:
-        self.store = store
-        self.interval_s = interval_s
-        self._ops: collections.deque[dict[str, Any] | Completion] = collections.deque()
-        # job id -> its active write, not yet built. No lock: a single dict store or pop is atomic, so a
-        # held write is taken exactly once, by its job's next write or by a flush.
-        self._held: dict[str, Callable[[], dict[str, Any]]] = {}
-        self._flush_lock = threading.Lock()
-        self._start_lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._pid = 0
-        self._running = False  # the flusher runs in this process (a hot-path check with no syscall)
-        _WRITERS.add(self)
-
-    def add(self, op: dict[str, Any]) -> None:
-        """Queue one write; it reaches Redis within ``interval_s``."""
-        held = self.release(op["id"]) if self._held else None
-        if held is not None:
-            self._ops.append(held())
-        self._ops.append(op)
-        if not self._running:
-            self.start()
-
-    def completed(self, done: Completion) -> None:
-        """Queue a finished job's write (the flusher builds it); the caller released its held write."""
-        self._ops.append(done)
-        if not self._running:
-            self.start()
-
-    def hold(self, job_id: str, build: Callable[[], dict[str, Any]]) -> None:
-        """Keep a job's write back (as the call that builds it) for :meth:`release` by its next write;
-        the next flush builds and sends it if not."""
-        self._held[job_id] = build
-        if not self._running:
-            self.start()
-
-    def release(self, job_id: str) -> Callable[[], dict[str, Any]] | None:
-        """The held write of ``job_id``, taken back (None once a flush sent it)."""
-        return self._held.pop(job_id, None)
-
-    def start(self) -> None:
-        """Start the flusher thread in this process (again after a fork)."""
-        with self._start_lock:
-            if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
-                return
-            self._pid = os.getpid()
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="eventbus-ledger", daemon=True)
-            self._thread.start()
-            self._running = True
-            atexit.register(self.flush)
-
-    def stop(self) -> None:
-        """Stop the thread and write whatever is buffered."""
-        self._stop.set()
-        if self._thread is not None and self._pid == os.getpid():
-            self._thread.join(5)
-        self.flush()
-
-    def flush(self) -> int:
-        """Write everything buffered now, in order; returns the number of writes sent."""
-        with self._flush_lock:
-            ops: list[dict[str, Any]] = []
-            done: list[Completion] = []
-            while self._ops:
-                item = self._ops.popleft()
-                if isinstance(item, Completion):
-                    done.append(item)
-                else:
-                    ops.append(item)
-            for job_id in list(self._held):  # after the queue: a job's later writes queue once it is released
-                build = self._held.pop(job_id, None)
-                if build is not None:
-                    ops.append(build())
-            if not ops and not done:
-                return 0
-            try:  # a job's completion is its last write: after its other writes in this batch
-                self.store.apply(coalesce(ops), done)
-            except Exception as exc:  # never let bookkeeping break the work; keep the writes for the next try
-                if len(self._ops) < 100_000:
-                    self._ops.extendleft(reversed([*ops, *done]))
-                logger.warning("ledger write of %d transitions failed (%s); will retry", len(ops) + len(done), exc)
-                return 0
-            return len(ops) + len(done)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.flush()
-
-
-_WRITERS: weakref.WeakSet[LedgerWriter] = weakref.WeakSet()
-
-
-def _after_fork() -> None:
-    for writer in _WRITERS:  # a forked child has none of its parent's threads
-        writer._running = False
-
-
-os.register_at_fork(after_in_child=_after_fork)
 
 
 class Ledger(dramatiq.Middleware):
@@ -176,11 +40,9 @@ class Ledger(dramatiq.Middleware):
         self._worker = worker_name()
 
     def bind(self, broker: Any) -> LedgerWriter | None:
-        """The writer for ``broker`` (None if the ledger is off or the broker keeps no ledger)."""
+        """The backend's buffered ledger (None if the ledger is off)."""
         if self.writer is None and self.settings.ledger:
-            store = ledger_store(broker, self.settings)
-            if store is not None:
-                self.writer = LedgerWriter(store)
+            self.writer = broker.stores.ledger
         return self.writer
 
     def _write(self, broker: dramatiq.Broker, op: dict[str, Any]) -> None:
@@ -294,11 +156,3 @@ class Ledger(dramatiq.Middleware):
 def _last_line(text: object) -> str | None:
     lines = [line for line in str(text or "").splitlines() if line.strip()]
     return lines[-1] if lines else None
-
-
-def ledger_writer(broker: dramatiq.Broker) -> LedgerWriter | None:
-    """The ledger writer of ``broker``'s Ledger middleware, if any (control plane: flush after writes)."""
-    for middleware in broker.middleware:
-        if isinstance(middleware, Ledger):
-            return middleware.bind(broker)
-    return None

@@ -20,11 +20,12 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import dramatiq
 from dramatiq.middleware import SkipMessage
 
+from eventbus.brokers import BusBroker
 from eventbus.priority import rank_of
 from eventbus.queues import QueueConfig
 from eventbus.settings import Settings
@@ -118,7 +119,7 @@ class QueueLimits(dramatiq.Middleware):
 
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         """Waits for a slot of the queue's cap and its rate limit, or defers the job to the schedule."""
-        limits = getattr(broker, "limits", None)
+        limits = cast(BusBroker, broker).stores.limits
         if limits is None:
             return
         config = self.settings.queue_config(message.queue_name)
@@ -150,7 +151,7 @@ class QueueLimits(dramatiq.Middleware):
         self._release()
 
     def _take_slot(self, broker: Any, limits: Any, message: dramatiq.MessageProxy, config: QueueConfig) -> None:
-        holder = getattr(broker, "broker_id", None) or getattr(broker, "owner", "")
+        holder = broker.stores.owner
         token = f"{holder}:{uuid.uuid4().hex}"
         ttl_ms = int(self.settings.heartbeat_timeout_s * 1000)
         deadline = time.monotonic() + self.settings.concurrency_wait_ms / 1000

@@ -13,32 +13,20 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import Any, cast
 
 import dramatiq
 from dramatiq.middleware import SkipMessage
 
-from eventbus.brokers import list_suffix
+from eventbus.brokers import BusBroker
+from eventbus.stores import PauseStore
 
 logger = logging.getLogger("eventbus.pause")
 
 REFRESH_INTERVAL_S = 0.1
 
-# Un-ack the message (its data stays) and put it back at the head of its list, right after the one this process put
-# back before it (so prefetched messages keep their order).
-_PUT_BACK = """
-redis.call("srem", KEYS[1], ARGV[1])
-if ARGV[2] ~= "" and redis.call("linsert", KEYS[2], "AFTER", ARGV[2], ARGV[1]) > 0 then
-    return 1
-end
-redis.call("lpush", KEYS[2], ARGV[1])
-return 1
-"""
-
-
-def paused_key(namespace: str) -> str:
-    """The set of paused queue names (read by the broker's fetch script too)."""
-    return f"{namespace}:__paused__"
+# Messages this process handed back, by message id, so the "was skipped" warning can be dropped.
+_HANDED_BACK: set[str] = set()
 
 
 class _SkippedFilter(logging.Filter):
@@ -46,93 +34,58 @@ class _SkippedFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args if isinstance(record.args, tuple) else ()
-        return not (args and getattr(args[0], "_eventbus_paused", False))
+        message_id = getattr(args[0], "message_id", None) if args else None
+        if message_id in _HANDED_BACK:
+            _HANDED_BACK.discard(message_id)
+            return False
+        return True
 
 
 class PauseGate(dramatiq.Middleware):
-    """Hands prefetched messages of paused queues back to Redis instead of running them."""
+    """Hands prefetched messages of paused queues back to the broker's store instead of running them."""
 
     def __init__(self) -> None:
         self.paused: frozenset[str] = frozenset()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._last: dict[str, tuple[str, str]] = {}  # list key -> (queue, last id put back)
-        self._lock = threading.Lock()
-        self._script: Any = None
+        self._store: PauseStore | None = None
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         """Read the paused set now, then keep it fresh."""
-        from eventbus.brokers.sqlite.broker import SQLiteBroker
-
-        if isinstance(broker, SQLiteBroker):
-            self._script = _put_back_row
-        elif hasattr(broker, "client"):
-            self._script = broker.client.register_script(_PUT_BACK)
-        else:
-            return
+        self._store = cast(BusBroker, broker).stores.pause
         logging.getLogger("dramatiq.worker.WorkerThread").addFilter(_SkippedFilter())
-        self._refresh(broker)
+        self._refresh()
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, args=(broker,), name="eventbus-pause", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="eventbus-pause", daemon=True)
         self._thread.start()
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self._stop.set()
 
     def before_process_message(self, broker: Any, message: Any) -> None:
-        """Put a message of a paused queue back at the head of its list and skip it."""
-        if message.queue_name not in self.paused or self._script is None:
+        """Put a message of a paused queue back at the head of its queue and skip it."""
+        if message.queue_name not in self.paused or self._store is None:
             return
-        self._refresh(broker)  # resumed since the last refresh? then it runs: a resume takes effect at once
+        self._refresh()  # resumed since the last refresh? then it runs: a resume takes effect at once
         if message.queue_name not in self.paused:
             return
-        if self._script is _put_back_row:
-            _put_back_row(broker, message)
-            message._eventbus_paused = True
-            raise SkipMessage(f"queue {message.queue_name!r} is paused")
-        namespace = broker.namespace
-        target = f"{namespace}:{message.queue_name}{list_suffix(message._message)}"
-        acks = f"{namespace}:__acks__.{broker.broker_id}.{message.queue_name}"
-        redis_id = message.options["redis_message_id"]
-        with self._lock:
-            pivot = self._last.get(target, ("", ""))[1]
-            self._script(keys=[acks, target], args=[redis_id, pivot])
-            self._last[target] = (message.queue_name, redis_id)
-        # Dramatiq acks a skipped message next. If this process fetched the message again in the
-        # meantime (right after a resume), that ack would delete the data of the new copy: point it
-        # at an id that does not exist, so it is a no-op.
-        message.options["redis_message_id"] = f"handed-back:{redis_id}"
-        message._eventbus_paused = True
+        self._store.put_back(message)
+        if len(_HANDED_BACK) > 10_000:  # warnings that never reached the filter (logging turned down)
+            _HANDED_BACK.clear()
+        _HANDED_BACK.add(message.message_id)
         raise SkipMessage(f"queue {message.queue_name!r} is paused")
 
-    def _refresh(self, broker: Any) -> None:
+    def _refresh(self) -> None:
+        assert self._store is not None
         try:
-            if self._script is _put_back_row:
-                paused = frozenset(broker.paused_queues())
-            else:
-                paused = frozenset(q.decode() for q in broker.client.smembers(paused_key(broker.namespace)))
-        except Exception as exc:  # keep the last known set while Redis is away
+            paused = frozenset(self._store.paused())
+        except Exception as exc:  # keep the last known set while the store is away
             logger.warning("cannot read paused queues (%s)", exc)
             return
         if paused != self.paused:
-            with self._lock:
-                self._last = {k: v for k, v in self._last.items() if v[0] in paused}
+            self._store.forget(set(paused))
             self.paused = paused
 
-    def _run(self, broker: dramatiq.Broker) -> None:
+    def _run(self) -> None:
         while not self._stop.wait(REFRESH_INTERVAL_S):
-            self._refresh(broker)
-
-
-def _put_back_row(broker: Any, message: Any) -> None:
-    """SQLite: copy the fetched row back at the head of its priority, visible at once.
-
-    Dramatiq acks the skipped message next, which deletes the leased original and frees this
-    process's lease on it through the consumer that fetched it.
-    """
-    with broker.store.transaction() as conn:
-        conn.execute(
-            "INSERT INTO messages (queue, rank, visible_at, eta, enqueued_at, message_id, data) "
-            "SELECT queue, rank, 0, eta, enqueued_at, message_id, data FROM messages WHERE id = ?",
-            (message.row_id,),
-        )
+            self._refresh()

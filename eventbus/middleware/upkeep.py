@@ -23,7 +23,7 @@ from eventbus.subscriber import all_subscriptions
 
 if TYPE_CHECKING:
     from eventbus.control import ControlPlane
-    from eventbus.control.types import Stats
+    from eventbus.reports import Stats
 
 logger = logging.getLogger("eventbus.upkeep")
 

@@ -14,9 +14,9 @@ from eventbus.broker import describe, get_broker
 from eventbus.brokers import BusBroker
 from eventbus.delivery import build_message
 from eventbus.errors import NotificationError, PublishError, StoreBusy
+from eventbus.notification import Notification
 from eventbus.notifications.channel import default_channels, get_channel
 from eventbus.notifications.job import NOTIFICATIONS_QUEUE, NOTIFY_ACTOR
-from eventbus.notifications.notification import Notification
 from eventbus.priority import Priority
 from eventbus.settings import get_settings
 

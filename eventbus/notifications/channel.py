@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 from eventbus.errors import NotificationError
-from eventbus.notifications.notification import Notification
+from eventbus.notification import Notification
 from eventbus.settings import Settings, get_settings
 
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import dramatiq
 
+from eventbus.notification import Notification
 from eventbus.notifications.channel import get_channel
-from eventbus.notifications.notification import Notification
 
 NOTIFICATIONS_QUEUE = "notifications"
 NOTIFY_ACTOR = "eventbus.notify"

@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 
 from eventbus.errors import NotificationError
-from eventbus.notifications.notification import Notification
+from eventbus.notification import Notification
 
 
 def sign(body: bytes, timestamp: str, secret: str) -> str:

@@ -289,10 +289,12 @@ def test_scheduled_events_count_as_delayed_until_they_are_due(contract_bus, cp):
 def test_workers_enforce_retention_on_a_schedule(contract_bus, cp):
     # Given a worker whose dead letters live 1 s and that keeps 3 completed records per queue
     settings = replace(contract_bus.settings, dead_letter_ttl_s=1, housekeeping_interval_s=0.5, keep_completed=3)
-    for middleware in contract_bus.broker.middleware:
+    broker = contract_bus.broker
+    for middleware in broker.middleware:
         if isinstance(middleware, (Ledger, Upkeep)):
             middleware.settings = settings
-    cp = ControlPlane(contract_bus.broker, settings)
+    broker.stores = type(broker.stores)(broker, settings)  # what the ledger keeps is its store's retention
+    cp = ControlPlane(broker, settings)
     contract_bus.start()
     events = publish_many([("cc.happened", {"n": i}) for i in range(4)])
     # When the deliveries to cc_broken die and nothing else happens

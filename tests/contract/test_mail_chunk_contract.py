@@ -19,9 +19,9 @@ from eventbus.delivery import build_message
 from eventbus.mail import get_send_record, mail_stats, send_bulk_email, send_email
 from eventbus.mail.job import CHUNK_ACTOR, EMAIL_QUEUE
 from eventbus.mail.message import message_id_for
-from eventbus.mail.record import SendState
 from eventbus.middleware.limits import QueueLimits
 from eventbus.queues import Rate
+from eventbus.send_record import SendState
 from eventbus.settings import Settings, set_settings
 from tests.conftest import wait_for
 from tests.smtp_server import SmtpServer, smtp_server  # noqa: F401

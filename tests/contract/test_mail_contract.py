@@ -12,9 +12,10 @@ from eventbus import send_email
 from eventbus.app import install_extra_actors
 from eventbus.delivery import build_message
 from eventbus.mail.job import EMAIL_QUEUE, SEND_ACTOR
-from eventbus.mail.record import SendRecord, SendState, get_send_record, mail_stats, record_store
+from eventbus.mail.record import get_send_record, mail_stats, record_store
 from eventbus.notifications import Notification
 from eventbus.notifications.inbox import InboxChannel, inbox_list, inbox_mark_read, inbox_unread_count
+from eventbus.send_record import SendRecord, SendState
 from eventbus.settings import set_settings
 from tests.conftest import wait_for
 from tests.smtp_server import SmtpServer, smtp_server  # noqa: F401

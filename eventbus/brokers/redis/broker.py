@@ -29,14 +29,16 @@ from eventbus.brokers.group_commit import AckKey, GroupWriter
 from eventbus.brokers.hooks import HookCache
 from eventbus.brokers.redis.direct import Direct
 from eventbus.brokers.redis.doorbell import Doorbell
-from eventbus.brokers.redis.ledger import LEDGER_COMPLETIONS, LEDGER_EPILOGUE, LEDGER_PRELUDE, RedisLedger, Retention
+from eventbus.brokers.redis.ledger import LEDGER_COMPLETIONS, LEDGER_EPILOGUE, LEDGER_PRELUDE
 from eventbus.brokers.redis.limits import RedisLimits
 from eventbus.brokers.redis.reconnect import REDIS_ERRORS, InHand
 from eventbus.brokers.redis.recovery import RedisRecovery, patch_dispatch_for_recovery
 from eventbus.brokers.redis.schedule import RedisSchedule
+from eventbus.brokers.redis.stores import RedisStores
 from eventbus.delivery import EVENTS_QUEUE
 from eventbus.ledger import Completion, make_full
-from eventbus.settings import get_settings
+from eventbus.retention import Retention
+from eventbus.settings import Settings, get_settings
 
 _FETCH_START = 'elseif command == "fetch" then'
 _FETCH_END = "-- Moves fetched-but-not-processed messages back"
@@ -226,7 +228,9 @@ def make_client(url: str, timeout_s: float) -> redis.Redis:  # type: ignore[type
 class RedisBroker(HookCache, _DramatiqRedisBroker):
     """The production broker; keys live under ``namespace`` (one prefix per app or test run)."""
 
-    def __init__(self, *, url: str, namespace: str, timeout_s: float = 2.0, **kwargs: Any) -> None:
+    def __init__(
+        self, *, url: str, namespace: str, timeout_s: float = 2.0, settings: Settings | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(client=make_client(url, timeout_s), namespace=namespace, **kwargs)  # type: ignore[no-untyped-call]
         dispatch = patch_dispatch_for_recovery(_patch_dispatch(_scripts["dispatch"].decode()))
         self.scripts["dispatch"] = self.client.register_script(dispatch)
@@ -240,6 +244,7 @@ class RedisBroker(HookCache, _DramatiqRedisBroker):
         self.schedule = RedisSchedule(self)
         self.recovery = RedisRecovery(self)
         self.limits = RedisLimits(self)
+        self.stores = RedisStores(self, settings or get_settings())
         self.writes = GroupWriter(self._send_writes)
         # The ledger's completions of jobs acked by this process, written with their acks.
         self.completions: collections.deque[Completion] = collections.deque()
@@ -313,20 +318,14 @@ class RedisBroker(HookCache, _DramatiqRedisBroker):
             self._complete_in_full([c for c in done if c.job_id in missing])
 
     def _complete_in_full(self, done: list[Completion]) -> None:
-        from eventbus.middleware.ledger import ledger_writer
-
-        writer = ledger_writer(self)
+        writer = self.stores.ledger
         if writer is not None:
             for c in done:
                 writer.add(make_full(c.write()))
 
     def _retention(self) -> Retention:
-        """What the ledger keeps: the Ledger middleware's own settings (the global ones without it)."""
-        from eventbus.middleware.ledger import ledger_writer
-
-        writer = ledger_writer(self)
-        store = writer.store if writer is not None else None
-        return store.retention if isinstance(store, RedisLedger) else Retention.from_settings(get_settings())
+        """What the ledger keeps."""
+        return self.stores.retention
 
     def close(self) -> None:
         """Close the connections of the hot paths (see :mod:`eventbus.brokers.redis.direct`)."""

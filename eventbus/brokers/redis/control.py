@@ -16,14 +16,14 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from eventbus.brokers.redis.guard import check_redis_config
-from eventbus.brokers.redis.ledger import BUCKET_MS, RedisLedger, Retention
-from eventbus.control.stats import stats_of
-from eventbus.control.store import DeadRow
-from eventbus.control.types import HealthCheck, QueueStats, Stats, WorkerInfo
+from eventbus.brokers.redis.ledger import RedisLedger
+from eventbus.brokers.redis.pause import paused_key
 from eventbus.delivery import EVENTS_QUEUE
 from eventbus.ledger import JobRecord, JobState, now_ms
-from eventbus.middleware.pause import paused_key
+from eventbus.reports import HealthCheck, QueueStats, Stats, WorkerInfo, stats_of
+from eventbus.retention import BUCKET_MS, Retention
 from eventbus.settings import Settings
+from eventbus.stores import DeadRow
 
 PING_TIMEOUT_S = 1.0
 

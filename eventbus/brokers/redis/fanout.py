@@ -25,7 +25,6 @@ from eventbus.brokers.redis.broker import RedisBroker, _Consumer
 from eventbus.brokers.redis.reconnect import REDIS_ERRORS
 from eventbus.delivery import FANOUT_ACTOR, once_key, plan_fanout
 from eventbus.ledger import JobState, fanout_record, transition, worker_name
-from eventbus.middleware.ledger import ledger_writer
 from eventbus.priority import rank_of
 from eventbus.settings import get_settings
 
@@ -40,7 +39,7 @@ class FanoutConsumer(_Consumer):
     def __init__(self, broker: RedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
         super().__init__(broker, queue_name, max(prefetch, BATCH), timeout)
         self.settings = get_settings()
-        self.ledger = ledger_writer(broker)
+        self.ledger = broker.stores.ledger
         self.worker = worker_name()
 
     def _take(self) -> dramatiq.MessageProxy | None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import dramatiq
@@ -23,9 +22,7 @@ import redis
 from eventbus import encoder
 from eventbus.brokers.redis.direct import Direct
 from eventbus.ledger import HISTORY_CODES, Completion, JobRecord, JobState, make_full
-from eventbus.settings import Settings
-
-BUCKET_MS = 5_000
+from eventbus.retention import Retention
 
 # The pieces of a ledger write script, shared with the broker's ack script (which writes the jobs'
 # completions with their acks, see eventbus.brokers.redis.broker). They expect ``ns`` (namespace) and ``r``
@@ -304,40 +301,6 @@ return #ids
 """
 
 _CHUNK = 100
-
-
-@dataclass(frozen=True)
-class Retention:
-    """How long terminal records stay (count per queue and age)."""
-
-    keep_completed: int
-    keep_failed: int
-    completed_max_age_s: int
-    failed_max_age_s: int
-    dead_ttl_s: int
-    event_retention_s: int
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Retention:
-        return cls(
-            keep_completed=settings.keep_completed,
-            keep_failed=settings.keep_failed,
-            completed_max_age_s=settings.completed_max_age_s,
-            failed_max_age_s=settings.failed_max_age_s,
-            dead_ttl_s=settings.dead_letter_ttl_s,
-            event_retention_s=settings.event_retention_s,
-        )
-
-    def args(self) -> list[int]:
-        """The retention arguments of the apply script, in milliseconds."""
-        return [
-            self.keep_completed,
-            self.keep_failed,
-            max(1, self.completed_max_age_s) * 1000,
-            max(1, self.failed_max_age_s) * 1000,
-            (max(1, self.dead_ttl_s) + 86_400) * 1000,  # the record outlives its dead letter by a day
-            max(1, self.event_retention_s) * 1000,
-        ]
 
 
 class RedisLedger:

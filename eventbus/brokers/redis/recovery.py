@@ -27,12 +27,14 @@ sets without KEYS) and ``__started__.<worker>`` (messages it started; cleared by
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import dramatiq
+from dramatiq.common import current_millis
 
 from eventbus.brokers.poison import worker_lost
+from eventbus.stores import Recovered
 
 if TYPE_CHECKING:
     from eventbus.brokers.redis.broker import RedisBroker
@@ -192,15 +194,6 @@ return 0
 """
 
 
-@dataclass(frozen=True)
-class Recovery:
-    """What one janitor pass did."""
-
-    recovered: int
-    dead_workers: int
-    poisoned: list[dramatiq.Message[object]]
-
-
 class RedisRecovery:
     """Heartbeats, started-marks and the janitor for one :class:`RedisBroker`."""
 
@@ -212,20 +205,31 @@ class RedisRecovery:
         self._recover = broker.client.register_script(_RECOVER)
         self._rewrite = broker.client.register_script(_REWRITE_DEAD)
 
-    def mark_started(self, redis_message_id: str) -> None:
-        """Note that this worker started a message (ack/nack clear it in their script).
+    def mark_started(self, message: Any) -> None:
+        """Note that this worker started ``message`` (ack/nack clear it in their script).
 
         Group-committed with other threads' marks and acks (see :mod:`eventbus.brokers.group_commit`);
         written before the job runs only for a careful message (the fetch named it).
         """
+        redis_message_id = message.options.get("redis_message_id")
+        if not redis_message_id:
+            return
         careful = redis_message_id in self.careful
         if careful:
             self.careful.discard(redis_message_id)
         self.broker.writes.mark_started(redis_message_id, wait=careful)
 
+    def beat(self, ttl_ms: int, leases: Iterable[tuple[str, str]]) -> None:
+        """Store this worker's heartbeat and renew its concurrency leases, in one round trip."""
+        broker = self.broker
+        with broker.client.pipeline(transaction=False) as pipe:
+            pipe.zadd(self.heartbeats, {broker.broker_id: current_millis()})
+            broker.limits.renew(list(leases), ttl_ms, pipe)
+            pipe.execute()
+
     def recover(
         self, *, timeout_s: float, max_lost: int, suspect_spread_ms: int = 500, lost_ttl_s: int = 7 * 86_400
-    ) -> Recovery:
+    ) -> Recovered:
         """Put back the messages of workers silent for ``timeout_s``; dead-letter those lost ``max_lost`` times.
 
         Messages that were running when their worker died come back ``suspect_spread_ms`` apart.
@@ -240,7 +244,7 @@ class RedisRecovery:
             message = self._mark_poisoned(raw[i].decode(), raw[i + 1].decode(), int(raw[i + 2]), now_ms)
             if message is not None:
                 poisoned.append(message)
-        return Recovery(recovered=int(raw[0]), dead_workers=int(raw[1]), poisoned=poisoned)
+        return Recovered(recovered=int(raw[0]), dead_workers=int(raw[1]), poisoned=poisoned)
 
     def _mark_poisoned(self, queue: str, rid: str, lost: int, now_ms: int) -> dramatiq.Message[object] | None:
         key = self.broker.key(f"{queue}.XQ.msgs")

@@ -14,14 +14,14 @@ that is already scheduled replaces it (a reschedule). Retry backoffs take the sa
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import dramatiq
 from dramatiq.common import current_millis
 
 from eventbus.brokers import Message, list_suffix
+from eventbus.scheduled import ScheduledEntry
 
 if TYPE_CHECKING:
     from eventbus.brokers.redis.broker import RedisBroker
@@ -98,16 +98,6 @@ if redis.call("zrem", KEYS[1], ARGV[1]) == 1 then
 end
 return 0
 """
-
-
-@dataclass(frozen=True)
-class ScheduledEntry:
-    """One scheduled message as stored: when it is due and what it will run."""
-
-    message_id: str
-    eta_ms: int
-    queue: str
-    message: Message
 
 
 class RedisSchedule:
@@ -191,7 +181,7 @@ class RedisSchedule:
 
     # -- recurring schedules (cron) ------------------------------------------------------------
 
-    def register_schedules(self, definitions: dict[str, str]) -> None:
+    def register_schedules(self, definitions: Mapping[str, str]) -> None:
         """Record the JSON definitions of the schedules a worker runs (for the control plane)."""
         if definitions:
             self.broker.client.hset(self.broker.key("schedules"), mapping=definitions)  # type: ignore[arg-type]

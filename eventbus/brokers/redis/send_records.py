@@ -18,7 +18,7 @@ import redis
 import redis.asyncio
 from redis.exceptions import NoScriptError
 
-from eventbus.mail.record import UNCERTAIN, Claim, Finish, Op, Peek, SendRecord, SendState, now_ms
+from eventbus.send_record import UNCERTAIN, Claim, Finish, Op, Peek, SendRecord, SendState, now_ms
 
 # KEYS[1] record; ARGV: ttl, then field/value pairs. Returns the old state or false.
 _CREATE = """

@@ -45,9 +45,11 @@ from eventbus.brokers.sqlite.limits import SQLiteLimits
 from eventbus.brokers.sqlite.recovery import SQLiteRecovery
 from eventbus.brokers.sqlite.schedule import SQLiteSchedule
 from eventbus.brokers.sqlite.store import SQLiteStore
+from eventbus.brokers.sqlite.stores import SQLiteStores
 from eventbus.delivery import EVENTS_QUEUE
 from eventbus.errors import ConfigError
 from eventbus.priority import rank_of
+from eventbus.settings import Settings, get_settings
 
 DEFAULT_LEASE_S = 30.0
 
@@ -73,6 +75,7 @@ class SQLiteBroker(HookCache, dramatiq.Broker):
         namespace: str = "eventbus",
         lease_s: float = DEFAULT_LEASE_S,
         middleware: list[dramatiq.Middleware] | None = None,
+        settings: Settings | None = None,
     ) -> None:
         self.store = SQLiteStore(path)
         self.store.ensure_schema(schema.COMPONENT, schema.MIGRATIONS)
@@ -89,11 +92,17 @@ class SQLiteBroker(HookCache, dramatiq.Broker):
         self.schedule = SQLiteSchedule(self)
         self.limits = SQLiteLimits(self)
         self.runs = SQLiteRecovery(self)
+        self.stores = SQLiteStores(self, settings or get_settings())
         self.writes = GroupWriter(self._write_marks_and_acks)
 
     @classmethod
     def from_url(
-        cls, url: str, *, namespace: str = "eventbus", middleware: list[dramatiq.Middleware] | None = None
+        cls,
+        url: str,
+        *,
+        namespace: str = "eventbus",
+        middleware: list[dramatiq.Middleware] | None = None,
+        settings: Settings | None = None,
     ) -> SQLiteBroker:
         """Build from ``sqlite:///path[?lease_s=N]``; bad URLs raise ConfigError."""
         path, options = path_from_url(url)
@@ -103,7 +112,7 @@ class SQLiteBroker(HookCache, dramatiq.Broker):
             raise ConfigError(f"lease_s={options['lease_s']!r} in {url!r} is not a number; use e.g. 30") from None
         if lease_s <= 0:
             raise ConfigError(f"lease_s in {url!r} must be > 0 seconds")
-        return cls(path, namespace=namespace, lease_s=lease_s, middleware=middleware)
+        return cls(path, namespace=namespace, lease_s=lease_s, middleware=middleware, settings=settings)
 
     # -- Dramatiq broker interface -----------------------------------------------------------
 

@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dramatiq
 from dramatiq.common import current_millis
 
-from eventbus.brokers.redis.ledger import BUCKET_MS, Retention
-from eventbus.brokers.sqlite.broker import SQLiteBroker
 from eventbus.brokers.sqlite.ledger import SQLiteLedger
-from eventbus.control.stats import stats_of
-from eventbus.control.store import DeadRow
-from eventbus.control.types import HealthCheck, QueueStats, Stats, WorkerInfo
 from eventbus.delivery import EVENTS_QUEUE
 from eventbus.ledger import JobRecord, JobState, now_ms
+from eventbus.reports import HealthCheck, QueueStats, Stats, WorkerInfo, stats_of
+from eventbus.retention import BUCKET_MS, Retention
 from eventbus.settings import Settings
+from eventbus.stores import DeadRow
+
+if TYPE_CHECKING:
+    from eventbus.brokers.sqlite.broker import SQLiteBroker
 
 PROBE_TIMEOUT_S = 1.0
 _FAR = 2**62

@@ -27,7 +27,6 @@ from eventbus.brokers.sqlite.consumer import SQLiteConsumer, SQLiteMessage
 from eventbus.delivery import FANOUT_ACTOR, once_key, plan_fanout
 from eventbus.errors import StoreBusy
 from eventbus.ledger import fanout_record, worker_name
-from eventbus.middleware.ledger import ledger_writer
 from eventbus.settings import get_settings
 
 if TYPE_CHECKING:
@@ -44,7 +43,7 @@ class FanoutConsumer(SQLiteConsumer):
     def __init__(self, broker: SQLiteBroker, queue_name: str, prefetch: int, timeout: int) -> None:
         super().__init__(broker, queue_name, max(prefetch, BATCH), timeout)
         self.settings = get_settings()
-        self.ledger = ledger_writer(broker)
+        self.ledger = broker.stores.ledger
         self.worker = worker_name()
 
     def _take(self) -> SQLiteMessage | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 from eventbus.brokers.sqlite.store import SQLiteStore
-from eventbus.notifications.notification import Notification
+from eventbus.notification import Notification
 
 COMPONENT = "inbox"
 

@@ -1,4 +1,4 @@
-"""The job ledger in the SQLite broker's file: the same writes and reads as the Redis ledger (:mod:`eventbus.brokers.redis.ledger`), as SQL.
+"""The job ledger in the SQLite broker's file: the same writes and reads as the Redis ledger, as SQL.
 
 A batch of writes is one ``BEGIN IMMEDIATE`` transaction; each write is applied only if its
 sequence number is not older than the stored one (a late "waiting" never overwrites "active").
@@ -16,7 +16,6 @@ from typing import Any
 
 import orjson
 
-from eventbus.brokers.redis.ledger import BUCKET_MS, Retention
 from eventbus.brokers.sqlite import control_tables as schema
 from eventbus.brokers.sqlite.store import SQLiteStore
 from eventbus.ledger import (
@@ -29,6 +28,7 @@ from eventbus.ledger import (
     make_full,
     now_ms,
 )
+from eventbus.retention import BUCKET_MS, Retention
 
 _HISTORY_CHARS = 1500
 _FAR = 2**62  # "no upper bound" for a score

@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 
 from eventbus.brokers.sqlite.store import SQLiteStore
-from eventbus.mail.record import SendRecord, SendState
+from eventbus.send_record import SendRecord, SendState
 
 COMPONENT = "mail_records"
 

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import random
 import sqlite3
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from dramatiq.common import current_millis
+
+from eventbus.stores import Recovered
 
 if TYPE_CHECKING:
     from eventbus.brokers.sqlite.broker import SQLiteBroker
@@ -62,13 +64,22 @@ class SQLiteRecovery:
         self.store = broker.store
         self.store.ensure_schema(COMPONENT, MIGRATIONS)
 
-    def mark_started(self, row_id: int, *, careful: bool = True) -> None:
-        """Called when a worker thread begins running the message of ``row_id``.
+    def mark_started(self, message: Any) -> None:
+        """Called when a worker thread begins running ``message`` (a row this process leased).
 
         Group-committed with this process's other marks and acks (see :mod:`eventbus.brokers.group_commit`);
         stored before returning only for a ``careful`` message (the fetch said a worker held it before).
         """
-        self.broker.writes.mark_started(row_id, wait=careful)
+        self.broker.writes.mark_started(message.row_id, wait=message.careful)
+
+    def beat(self, ttl_ms: int, leases: Iterable[tuple[str, str]]) -> None:
+        """Renew this process's concurrency leases (liveness is the leases of its rows)."""
+        self.broker.limits.renew(list(leases), ttl_ms)
+
+    def recover(self, *, timeout_s: float, max_lost: int, suspect_spread_ms: int) -> Recovered:
+        """Nothing to do here: a dead worker's leases expire and its rows come back by themselves;
+        a row that kept killing its worker is dead-lettered when it is fetched again."""
+        return Recovered(recovered=0, dead_workers=0, poisoned=[])
 
     def write_marks(self, conn: sqlite3.Connection, row_ids: Sequence[int]) -> None:
         """Inside a write transaction: mark ``row_ids`` started now."""

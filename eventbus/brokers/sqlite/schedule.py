@@ -22,7 +22,7 @@ import dramatiq
 from dramatiq.common import current_millis
 
 from eventbus.brokers import Message
-from eventbus.brokers.redis.schedule import ScheduledEntry
+from eventbus.scheduled import ScheduledEntry
 
 if TYPE_CHECKING:
     from eventbus.brokers.sqlite.broker import SQLiteBroker

@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Sequence
 
 from eventbus.brokers.sqlite.records import _COUNT, SQLiteRecords, _read, _write
-from eventbus.mail.record import Claim, Finish, Op, Peek, SendRecord, claim_fields, now_ms
+from eventbus.send_record import Claim, Finish, Op, Peek, SendRecord, claim_fields, now_ms
 
 
 class SQLiteSendRecords(SQLiteRecords):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
-from eventbus.mail.record import Claim, Finish, Op, Peek, SendRecord, SendState, claim_fields, now_ms
+from eventbus.send_record import Claim, Finish, Op, Peek, SendRecord, SendState, claim_fields, now_ms
 
 
 class MemoryRecords:

@@ -204,3 +204,12 @@ def next_cursor(scores: list[float], previous: tuple[float, int]) -> str:
     if last == previous[0]:
         same += previous[1]
     return encode_cursor(last, same)
+
+
+def stats_of(queues: list[QueueStats], counts: dict[str, dict[str, int]], at_ms: int) -> Stats:
+    """Stats sorted by queue and topic, from per-queue rows and ``{topic: {published|deliveries|failed: n}}``."""
+    topics = [
+        TopicStats(topic, c.get("published", 0), c.get("deliveries", 0), c.get("failed", 0))
+        for topic, c in sorted(counts.items())
+    ]
+    return Stats(queues=sorted(queues, key=lambda q: q.queue), topics=topics, at_ms=at_ms)
