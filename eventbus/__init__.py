@@ -1,6 +1,7 @@
 """eventbus: publish events, fan them out to subscribers, run the work on Dramatiq."""
 
-# mail and notifications (issue 3); built-in topics are declared on import
+# built-in topics are declared on import; eventbus.factory installs make_broker
+from eventbus import factory as factory
 from eventbus import signals, topics
 from eventbus.bus import publish_event, publish_many
 from eventbus.control import ControlPlane, DeadLetterFilter, HealthStatus

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import dramatiq
 
 from eventbus.brokers import BusBroker
 from eventbus.encoder import JSONEncoder
 from eventbus.errors import ConfigError
-from eventbus.middleware import default_middleware
 from eventbus.settings import Settings, get_settings
 
 logger = logging.getLogger("eventbus")
@@ -17,32 +17,22 @@ logger = logging.getLogger("eventbus")
 _broker: dramatiq.Broker | None = None
 
 
+BrokerFactory = Callable[[Settings], dramatiq.Broker]
+
+_factory: BrokerFactory | None = None
+
+
+def set_factory(factory: BrokerFactory) -> None:
+    """Install what :func:`make_broker` calls (``eventbus.factory`` installs itself on ``import eventbus``)."""
+    global _factory
+    _factory = factory
+
+
 def make_broker(settings: Settings) -> dramatiq.Broker:
     """A new broker for ``settings.broker_url`` with the eventbus middleware stack."""
-    url = settings.broker_url
-    middleware = default_middleware(settings)
-    if url.startswith("memory://"):
-        from eventbus.brokers.memory import MemoryBroker
-
-        return MemoryBroker(middleware=middleware, settings=settings)
-    if url.startswith(("redis://", "rediss://", "unix://")):
-        from eventbus.brokers.redis.broker import RedisBroker
-
-        return RedisBroker(
-            url=url,
-            namespace=settings.namespace,
-            timeout_s=settings.publish_timeout_s,
-            middleware=middleware,
-            settings=settings,
-        )
-    if url.startswith("sqlite://"):
-        from eventbus.brokers.sqlite.broker import SQLiteBroker
-
-        return SQLiteBroker.from_url(url, namespace=settings.namespace, middleware=middleware, settings=settings)
-    raise ConfigError(
-        f"unsupported broker URL {_redact(url)!r}; use sqlite:///path.db, redis://host:port/db or memory:// "
-        "(set EVENTBUS_BROKER_URL or REDIS_URL)"
-    )
+    if _factory is None:
+        raise ConfigError("no broker factory is installed; import eventbus (it installs eventbus.factory)")
+    return _factory(settings)
 
 
 def get_broker() -> dramatiq.Broker:
