@@ -304,3 +304,9 @@ class Stores(abc.ABC):
     @abc.abstractmethod
     def pause(self) -> PauseStore:
         """Paused queues."""
+
+    def complete(self, done: Completion) -> None:
+        """A finished job's ledger completion (written through the buffered ledger unless a backend sends it
+        with the job's ack)."""
+        if self.ledger is not None:
+            self.ledger.completed(done)

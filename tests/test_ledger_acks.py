@@ -8,7 +8,6 @@ import pytest
 
 from eventbus.delivery import build_message
 from eventbus.ledger import Completion, JobState, now_ms, transition
-from eventbus.middleware.ledger import Ledger
 
 pytestmark = pytest.mark.redis
 
@@ -73,10 +72,9 @@ def test_a_job_moved_twice_in_one_call_is_only_in_its_last_state_set(bus):
 
 
 def test_keep_n_trims_a_whole_call_of_completions_at_once(bus):
-    # Given a Ledger middleware keeping 3 completed records per queue (the global settings keep 1,000:
-    # the ack script trims by the middleware's), and ten jobs finished in one group commit
-    ledger = next(m for m in bus.middleware if isinstance(m, Ledger))
-    ledger.settings, ledger.writer = replace(ledger.settings, keep_completed=3), None
+    # Given a broker whose stores keep 3 completed records per queue (the ack script trims by the
+    # stores' retention), and ten jobs finished in one group commit
+    bus.stores = type(bus.stores)(bus, replace(bus.stores.settings, keep_completed=3))
     acks = []
     for i in range(10):
         message, rid = enqueued(bus, f"T{i}")

@@ -18,10 +18,11 @@ import functools
 import logging
 import threading
 import traceback
-from typing import Any
+from typing import Any, cast
 
 import dramatiq
 
+from eventbus.brokers import BusBroker
 from eventbus.delivery import FANOUT_ACTOR
 from eventbus.ledger import Completion, JobState, canonical_queue, now_ms, transition, worker_name
 from eventbus.ledger_writer import LedgerWriter
@@ -38,6 +39,8 @@ class Ledger(dramatiq.Middleware):
         self.writer: LedgerWriter | None = None
         self._local = threading.local()
         self._worker = worker_name()
+        # message id -> (attempt, started at ms) of the jobs running here, from their start to their ack or nack.
+        self._runs: dict[str, tuple[int, int]] = {}
 
     def bind(self, broker: Any) -> LedgerWriter | None:
         """The backend's buffered ledger (None if the ledger is off)."""
@@ -82,12 +85,13 @@ class Ledger(dramatiq.Middleware):
             self._write(broker, transition(message, JobState.DELAYED, retries + 1, next_attempt_at_ms=eta))
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
-        """active; remembers the attempt number on the message for the later writes."""
+        """active; remembers the attempt number and start time for the later writes."""
         inner = message._message  # not through the proxy: this runs for every job
-        attempt = message._ledger_attempt = int(inner.options.get("retries", 0)) + 1
+        attempt = int(inner.options.get("retries", 0)) + 1
+        at = now_ms()
+        self._runs[inner.message_id] = (attempt, at)
         writer = self.writer or self.bind(broker)
         if writer is not None:
-            at = message._ledger_started = now_ms()
             writer.hold(inner.message_id, functools.partial(self._active, inner, attempt, at))
 
     def _active(self, message: dramatiq.Message[Any], attempt: int, at: int) -> dict[str, Any]:
@@ -109,29 +113,31 @@ class Ledger(dramatiq.Middleware):
         if exception is not None:  # kept for the retry's write (a later message's id does not match it)
             self._local.error = (message.message_id, f"{type(exception).__name__}: {exception}")
             return
-        attempt = getattr(message, "_ledger_attempt", None)
+        run = self._runs.get(message.message_id)
         writer = self.writer
-        if attempt is None or writer is None or message.failed:
+        if run is None or writer is None or message.failed:
             return
         inner = message._message
+        attempt, at = run
         # Its active write still held (unsent): one write for both.
-        started = message._ledger_started if writer.release(inner.message_id) is not None else None
-        done = Completion(inner, attempt, started, now_ms(), self._worker)
-        if hasattr(broker, "completions"):  # Redis: written with the job's ack, in the same script call
-            message._ledger_done = done  # type: ignore[attr-defined]
-        else:
-            writer.completed(done)
+        started = at if writer.release(inner.message_id) is not None else None
+        cast(BusBroker, broker).stores.complete(Completion(inner, attempt, started, now_ms(), self._worker))
+
+    def after_ack(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+        """The job is over here."""
+        self._runs.pop(message.message_id, None)
 
     def before_nack(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         """Store the attempt count in the dead letter (Retries' count is one short for aborted jobs)."""
-        attempt = getattr(message, "_ledger_attempt", None)
-        if attempt is not None:
-            message.options["attempts"] = attempt
+        run = self._runs.get(message.message_id)
+        if run is not None:
+            message.options["attempts"] = run[0]
 
     def after_nack(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         """dead: out of attempts (or aborted), with the final attempt's error and traceback."""
         exception: BaseException | None = getattr(message, "_exception", None)
-        attempt = getattr(message, "_ledger_attempt", None) or int(message.options.get("retries", 0)) + 1
+        run = self._runs.pop(message.message_id, None)
+        attempt = run[0] if run is not None else int(message.options.get("retries", 0)) + 1
         tb = message.options.get("traceback")
         if not tb and exception is not None:
             tb = "".join(traceback.format_exception(exception, limit=30))

@@ -592,8 +592,8 @@ class _Consumer(_RedisConsumer):
 
     def ack(self, message: dramatiq.MessageProxy) -> None:
         """Group-committed with job starts (see :mod:`eventbus.brokers.group_commit`), and with the job's
-        ledger completion, if the ledger left one on the message."""
-        done = message.__dict__.get("_ledger_done")
+        ledger completion, if the ledger keeps one."""
+        done = self.broker.stores.take_completion(message.message_id)
         if done is not None:
             self.broker.completions.append(done)
         self.broker.writes.ack(self.queue_name, message.options["redis_message_id"], self.in_hand.discard_ids)

@@ -10,6 +10,7 @@ from eventbus.brokers.redis.inbox import RedisInbox
 from eventbus.brokers.redis.ledger import RedisLedger
 from eventbus.brokers.redis.pause import RedisPause
 from eventbus.brokers.redis.send_records import RedisRecords
+from eventbus.ledger import Completion
 from eventbus.ledger_writer import LedgerWriter
 from eventbus.retention import Retention
 from eventbus.settings import Settings
@@ -30,6 +31,7 @@ class RedisStores(Stores):
         self.settings = settings
         self.namespace = broker.namespace
         self.retention = Retention.from_settings(settings)
+        self._done: dict[str, Completion] = {}  # job id -> its completion, until its ack
 
     @property
     def owner(self) -> str:
@@ -70,3 +72,11 @@ class RedisStores(Stores):
     @cached_property
     def pause(self) -> RedisPause:
         return RedisPause(self.broker)
+
+    def complete(self, done: Completion) -> None:
+        """Kept until the job's ack, and written with it in the same script call."""
+        self._done[done.job_id] = done
+
+    def take_completion(self, message_id: str) -> Completion | None:
+        """The completion of an acked job, for the ack's write (None: the ledger keeps no record of it)."""
+        return self._done.pop(message_id, None)
