@@ -29,8 +29,9 @@ from eventbus.brokers.group_commit import AckKey, GroupWriter
 from eventbus.brokers.hooks import HookCache
 from eventbus.brokers.redis.direct import Direct
 from eventbus.brokers.redis.doorbell import Doorbell
-from eventbus.brokers.redis.ledger import LEDGER_COMPLETIONS, LEDGER_EPILOGUE, LEDGER_PRELUDE, RedisLedger, Retention
+from eventbus.brokers.redis.ledger import RedisLedger, Retention
 from eventbus.brokers.redis.limits import RedisLimits
+from eventbus.brokers.redis.lua import load
 from eventbus.brokers.redis.reconnect import REDIS_ERRORS, InHand
 from eventbus.brokers.redis.recovery import RedisRecovery, patch_dispatch_for_recovery
 from eventbus.brokers.redis.schedule import RedisSchedule
@@ -38,159 +39,20 @@ from eventbus.delivery import EVENTS_QUEUE
 from eventbus.ledger import Completion, make_full
 from eventbus.settings import get_settings
 
+# Text of Dramatiq's dispatch script that the patches in lua/dispatch_*.lua replace. The fetch patch
+# replaces everything from _FETCH_START to _FETCH_END; the nack patch replaces _NACK_GET.
 _FETCH_START = 'elseif command == "fetch" then'
 _FETCH_END = "-- Moves fetched-but-not-processed messages back"
-_NACK_GET = 'local message = redis.call("hget", queue_messages, message_id)'
-
-# Paused queues hand out nothing (their .DQ still moves due messages in); otherwise take from
-# the highest priority list first.
-_FETCH = """elseif command == "fetch" then
-    if redis.call("sismember", namespace .. ":__paused__", queue_name) == 1 then
-        return {}
-    end
-    local prefetch = math.min(ARGS[1], max_unpack_size)
-    local lists = {queue_full_name .. ".p0", queue_full_name .. ".p1", queue_full_name, queue_full_name .. ".p3"}
-    if queue_name ~= queue_canonical_name then
-        lists = {queue_full_name}
-    end
-    local message_ids = {}
-    local n = 0
-    for _, list in ipairs(lists) do
-        while n < prefetch do
-            local message_id = redis.call("lpop", list)
-            if not message_id then
-                break
-            end
-            n = n + 1
-            message_ids[n] = message_id
-            redis.call("sadd", queue_acks, message_id)
-        end
-    end
-    if n > 0 then
-        return redis.call("hmget", queue_messages, unpack(message_ids))
-    end
-    return {}
-
-
-"""
-
-# The worker's in-memory copy (final attempt's retries, error and traceback) replaces the stale
-# stored one when a message is dead-lettered.
-_NACK = 'local message = ARGS[2] or redis.call("hget", queue_messages, message_id)'
-
-# ARGV: namespace, once-key ttl s, the queue of messages to ack ("" for none), broker id, the number of
-# ids to ack, those ids, the number of queues this worker takes messages of, (queue, how many) pairs,
-# then 5 values per message (queue, list, broker id, data, once-key or "").
-# A message of a queue this worker takes goes straight into its ack set (flag 2) instead of its list,
-# but only while the queue is not paused and none of its priority lists holds anything: the worker
-# that fanned an event out runs its deliveries without a ring and a fetch, and no waiting message of
-# any priority is overtaken. The acks run last: a script that fails half-way has acked nothing (its
-# deliveries are once-only).
-_ENQUEUE = """
-local ns = ARGV[1]
-local ttl = tonumber(ARGV[2])
-local worker = ARGV[4]
-local n_acks = tonumber(ARGV[5])
-local i = 6 + n_acks
-local budget = {}
-for _ = 1, tonumber(ARGV[i]) do
-    budget[ARGV[i + 1]] = tonumber(ARGV[i + 2])
-    i = i + 2
-end
-local function idle(queue)
-    local base = ns .. ":" .. queue
-    return redis.call("sismember", ns .. ":__paused__", queue) == 0 and redis.call("llen", base) == 0
-        and redis.call("llen", base .. ".p0") == 0 and redis.call("llen", base .. ".p1") == 0
-        and redis.call("llen", base .. ".p3") == 0
-end
-local flags = {}
-local rung = {}
-local n = 0
-for j = i + 1, #ARGV, 5 do
-    local ok = true
-    local once = ARGV[j + 4]
-    if once ~= "" then
-        ok = redis.call("set", ns .. ":once:" .. once, "1", "NX", "EX", ttl)
-    end
-    n = n + 1
-    flags[n] = 0
-    if ok then
-        local queue = ARGV[j]
-        redis.call("hset", ns .. ":" .. queue .. ".msgs", ARGV[j + 2], ARGV[j + 3])
-        if budget[queue] and budget[queue] > 0 and idle(queue) then
-            budget[queue] = budget[queue] - 1
-            redis.call("sadd", ns .. ":__acks__." .. worker .. "." .. queue, ARGV[j + 2])
-            redis.call("sadd", ns .. ":__ackq__." .. worker, queue)
-            flags[n] = 2
-        else
-            budget[queue] = 0  -- keep order: nothing after a queued message is taken
-            local waiting = redis.call("rpush", ns .. ":" .. ARGV[j + 1], ARGV[j + 2])
-            flags[n] = 1
-            -- Ring only when the list was empty: a backlog means its consumers are busy fetching anyway.
-            if waiting == 1 and not rung[queue] then
-                rung[queue] = true
-                redis.call("publish", ns .. ":__bell__", queue)
-            end
-        end
-    end
-end
-if n_acks > 0 then
-    local acks = ns .. ":__acks__." .. worker .. "." .. ARGV[3]
-    local msgs = ns .. ":" .. ARGV[3] .. ".msgs"
-    for j = 6, 5 + n_acks do
-        redis.call("srem", acks, ARGV[j])
-        redis.call("hdel", msgs, ARGV[j])
-    end
-end
-return flags
-"""
-
-# Acks of one group commit in one call (Dramatiq's dispatch script takes one ack per call, and its
-# preamble costs more than the ack), with the ledger's completions of those jobs (see
-# eventbus.brokers.redis.ledger). ARGV: namespace, broker id, now ms, the number of acks, (queue, message id)
-# pairs, the six ledger retention values, then 8 values per completion. Returns the ids of
-# completions whose job has no record yet.
-# What dispatch's ack does (``_DISPATCH_ACK``, checked at start), with this package's recovery patch:
-# forget the start mark, then drop the message if it was still this worker's.
+_NACK_GET = '        local message = redis.call("hget", queue_messages, message_id)'
+# Dramatiq's ack (checked at start): lua/ack_many.lua does the same for each of its acks, after
+# forgetting the start mark as the recovery patch does.
 _DISPATCH_ACK = """    if redis.call("srem", queue_acks, message_id) > 0 then
         redis.call("hdel", queue_messages, message_id)
     end"""
-_ACK_MANY = (
-    """
-local ns, worker = ARGV[1], ARGV[2]
-redis.call("zadd", ns .. ":__heartbeats__", ARGV[3], worker)
-local started = ns .. ":__started__." .. worker
-local acks = ns .. ":__acks__." .. worker .. "."
-local n = tonumber(ARGV[4])
-for i = 5, 4 + 2 * n, 2 do
-    local queue, message_id = ARGV[i], ARGV[i + 1]
-    redis.call("srem", started, message_id)
-    if redis.call("srem", acks .. queue, message_id) > 0 then
-        redis.call("hdel", ns .. ":" .. queue .. ".msgs", message_id)
-    end
-end
-local r = 5 + 2 * n
-local c0 = r + 6
-"""
-    + LEDGER_PRELUDE
-    + """
--- The acks are written: whatever goes wrong in the ledger's part must not fail them. The caller
--- then writes every completion of this call in full, on the ledger's own path.
-local ok = pcall(function()
-"""
-    + LEDGER_COMPLETIONS
-    + LEDGER_EPILOGUE
-    + """
-end)
-if not ok then
-    missing = {}
-    for i = c0, #ARGV, 8 do
-        missing[#missing + 1] = ARGV[i]
-    end
-end
-return missing
-"""
-)
+_FETCH = load("dispatch_fetch")
+_NACK = load("dispatch_nack")
+_ENQUEUE = load("enqueue")
+_ACK_MANY = load("ack_many")
 
 logger = logging.getLogger("eventbus.redis")
 
@@ -204,7 +66,7 @@ _IDLE_POLL_S = 2.0
 def _patch_dispatch(source: str) -> str:
     start, end = source.index(_FETCH_START), source.index(_FETCH_END)
     assert source.count(_NACK_GET) == 1, "dramatiq's dispatch.lua changed; re-check the nack patch"
-    assert _DISPATCH_ACK in source, "dramatiq's dispatch.lua ack changed; re-check _ACK_MANY"
+    assert _DISPATCH_ACK in source, "dramatiq's dispatch.lua ack changed; re-check lua/ack_many.lua"
     return source[:start] + _FETCH + source[end:].replace(_NACK_GET, _NACK)
 
 
@@ -235,7 +97,7 @@ class RedisBroker(HookCache, _DramatiqRedisBroker):
         self.direct = Direct(self.client)
         self.doorbell = Doorbell(self.client, namespace)
         self.url = url
-        # Queue semantics (issue 4): delayed messages (delay=, at=, retry backoff) wait in a sorted set,
+        # Queue semantics: delayed messages (delay=, at=, retry backoff) wait in a sorted set,
         # not in worker memory; crash recovery and poison detection; global rate limits and caps.
         self.schedule = RedisSchedule(self)
         self.recovery = RedisRecovery(self)
