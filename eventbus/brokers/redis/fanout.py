@@ -21,7 +21,8 @@ import dramatiq
 import redis
 
 from eventbus.brokers import Message
-from eventbus.brokers.redis.broker import RedisBroker, _Consumer
+from eventbus.brokers.redis.broker import RedisBroker
+from eventbus.brokers.redis.consumer import RedisConsumer
 from eventbus.brokers.redis.reconnect import REDIS_ERRORS
 from eventbus.delivery import FANOUT_ACTOR, once_key, plan_fanout
 from eventbus.ledger import JobState, fanout_record, transition, worker_name
@@ -34,7 +35,7 @@ logger = logging.getLogger("eventbus.fanout")
 BATCH = 200  # events per fetch; their deliveries go out in one script call (or one pipeline above 500)
 
 
-class FanoutConsumer(_Consumer):
+class FanoutConsumer(RedisConsumer):
     """The events queue's consumer: fans each fetched batch out itself, in one round trip."""
 
     def __init__(self, broker: RedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
