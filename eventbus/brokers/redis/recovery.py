@@ -14,7 +14,7 @@ beside a poison message do not die with it again and again. Messages only prefet
 once, at the head of their list, and count nothing.
 
 A worker writes its start marks like its acks, group-committed within a few milliseconds of the
-job's start, without waiting: a round trip before every job would cost a third of the drain rate.
+job's start, without waiting: a round trip before every job would hold up every start, and so the drain.
 A message whose worker died before its mark was written comes back uncounted, but *careful*: its
 ``lost:`` key exists (at 0), the fetch reports it, and from then on its worker writes the mark
 before running it. So a message that kills its worker within milliseconds of starting is counted
