@@ -29,11 +29,8 @@ from eventbus.settings import Settings
 PING_TIMEOUT_S = 1.0
 
 _STATS = load("control_stats")
-
 _REMOVE_WAITING = load("control_remove_waiting")
-
 _TAKE = load("control_take_dead")
-
 _TAKE_OLDER = load("control_take_dead_older")
 
 _PAYLOAD_SUFFIX = {

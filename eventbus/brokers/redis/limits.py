@@ -21,9 +21,7 @@ if TYPE_CHECKING:
     from eventbus.brokers.redis.broker import RedisBroker
 
 _RESERVE = load("limits_reserve")
-
 _ACQUIRE = load("limits_acquire")
-
 _RENEW = load("limits_renew")
 
 

@@ -31,9 +31,7 @@ SCHEDULE_KEY = "schedule"
 _CHUNK = 500
 
 _SCHEDULE = load("schedule_add")
-
 _PROMOTE = load("schedule_promote")
-
 _CANCEL = load("schedule_cancel")
 
 

@@ -22,7 +22,6 @@ from eventbus.brokers.redis.lua import load
 from eventbus.mail.record import UNCERTAIN, Claim, Finish, Op, Peek, SendRecord, SendState, now_ms
 
 _CREATE = load("send_records_create")
-
 _APPLY = load("send_records_apply")
 
 
