@@ -17,6 +17,7 @@ from redis.retry import Retry
 
 from eventbus.brokers.redis.guard import check_redis_config
 from eventbus.brokers.redis.ledger import RedisLedger
+from eventbus.brokers.redis.lua import load
 from eventbus.brokers.redis.pause import paused_key
 from eventbus.delivery import EVENTS_QUEUE
 from eventbus.ledger import JobRecord, JobState, now_ms
@@ -27,82 +28,10 @@ from eventbus.stores import DeadRow
 
 PING_TIMEOUT_S = 1.0
 
-# The one place counts are computed. waiting = the four priority lists; delayed = the durable schedule's
-# count for the queue (scheduled sends, retries in backoff) plus any message in Dramatiq's delay queue;
-# active/completed/failed = ledger; dead = dead letters.
-_STATS = """
-local ns = ARGV[1]
-local bucket = math.floor(tonumber(ARGV[2]) / tonumber(ARGV[3]))
-local queues, seen = {}, {}
-for _, q in ipairs(redis.call("smembers", ns .. ":queues")) do
-    seen[q] = true
-    queues[#queues + 1] = q
-end
-for i = 4, #ARGV do
-    if not seen[ARGV[i]] then
-        seen[ARGV[i]] = true
-        queues[#queues + 1] = ARGV[i]
-    end
-end
-local out = {}
-for _, q in ipairs(queues) do
-    local base = ns .. ":" .. q
-    local jobs = ns .. ":jobs:" .. q .. ":"
-    local waiting = redis.call("llen", base .. ".p0") + redis.call("llen", base .. ".p1")
-        + redis.call("llen", base) + redis.call("llen", base .. ".p3")
-    local processed = 0
-    for b = bucket - 11, bucket do
-        processed = processed + (tonumber(redis.call("get", ns .. ":processed:" .. q .. ":" .. b)) or 0)
-    end
-    out[#out + 1] = {
-        q,
-        waiting,
-        redis.call("zcard", jobs .. "active"),
-        redis.call("hlen", base .. ".DQ.msgs") + (tonumber(redis.call("hget", ns .. ":schedule.counts", q)) or 0),
-        redis.call("zcard", jobs .. "completed"),
-        redis.call("zcard", jobs .. "failed"),
-        redis.call("zcard", base .. ".XQ"),
-        redis.call("sismember", ns .. ":__paused__", q),
-        processed,
-    }
-end
-return {out, redis.call("hgetall", ns .. ":topicstats")}
-"""
-
-# Take a waiting message out of its lists (only if no worker fetched it yet) and drop its data.
-_REMOVE_WAITING = """
-local removed = 0
-for i = 2, #KEYS do
-    removed = removed + redis.call("lrem", KEYS[i], 0, ARGV[1])
-end
-if removed > 0 then
-    redis.call("hdel", KEYS[1], ARGV[1])
-end
-return removed
-"""
-
-_TAKE = """
-local out = {}
-for i, id in ipairs(ARGV) do
-    out[i] = false
-    if redis.call("zrem", KEYS[1], id) == 1 then
-        out[i] = redis.call("hget", KEYS[2], id)
-        redis.call("hdel", KEYS[2], id)
-    end
-end
-return out
-"""
-
-_TAKE_OLDER = """
-local ids = redis.call("zrangebyscore", KEYS[1], "-inf", ARGV[1], "LIMIT", 0, 500)
-local out = {}
-for i, id in ipairs(ids) do
-    redis.call("zrem", KEYS[1], id)
-    out[i] = redis.call("hget", KEYS[2], id) or ""
-    redis.call("hdel", KEYS[2], id)
-end
-return out
-"""
+_STATS = load("control_stats")
+_REMOVE_WAITING = load("control_remove_waiting")
+_TAKE = load("control_take_dead")
+_TAKE_OLDER = load("control_take_dead_older")
 
 _PAYLOAD_SUFFIX = {
     JobState.WAITING: ".msgs",

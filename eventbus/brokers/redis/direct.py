@@ -1,7 +1,7 @@
 """Round trips without redis-py's per-command layers, for the hot paths (publish, fetch, acks).
 
-redis-py's client adds about 40 µs to every command here (pool checkout, the retry wrapper,
-observability hooks, response callbacks): as much as a loopback round trip itself. A
+redis-py's client wraps every command in layers (pool checkout, the retry wrapper, observability
+hooks, response callbacks) that cost about as much as a loopback round trip itself. A
 :class:`Direct` keeps its own few connections, made with the client's settings (address,
 credentials, TLS, timeouts), and writes packed commands on them. The error rules are the client's:
 a dropped connection is retried once at once, a timeout is not (see ``make_client``), and a script

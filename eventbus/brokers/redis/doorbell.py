@@ -74,7 +74,7 @@ class Doorbell:
                 conn.disconnect()
 
     def _serve(self, conn: Any) -> None:
-        """Read rings straight off the subscribed connection (redis-py's PubSub costs ~5x more per ring)."""
+        """Read rings straight off the subscribed connection (redis-py's PubSub does far more work per ring)."""
         conn.send_command("SUBSCRIBE", self.channel)
         conn.read_response(push_request=True)  # redis-py parses pub/sub frames as push replies
         # Rings may have been missed while disconnected: every consumer looks once.

@@ -16,24 +16,28 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from typing import TYPE_CHECKING
 
 import dramatiq
 import redis
 
 from eventbus.brokers import Message
-from eventbus.brokers.redis.broker import RedisBroker, _Consumer
+from eventbus.brokers.redis.consumer import RedisConsumer
 from eventbus.brokers.redis.reconnect import REDIS_ERRORS
 from eventbus.delivery import FANOUT_ACTOR, once_key, plan_fanout
 from eventbus.ledger import JobState, fanout_record, transition, worker_name
 from eventbus.priority import rank_of
 from eventbus.settings import get_settings
 
+if TYPE_CHECKING:
+    from eventbus.brokers.redis.broker import RedisBroker
+
 logger = logging.getLogger("eventbus.fanout")
 
 BATCH = 200  # events per fetch; their deliveries go out in one script call (or one pipeline above 500)
 
 
-class FanoutConsumer(_Consumer):
+class FanoutConsumer(RedisConsumer):
     """The events queue's consumer: fans each fetched batch out itself, in one round trip."""
 
     def __init__(self, broker: RedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:

@@ -15,45 +15,14 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from eventbus.brokers.redis.lua import load
+
 if TYPE_CHECKING:
     from eventbus.brokers.redis.broker import RedisBroker
 
-_RESERVE = """
-local t = redis.call("time")
-local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-local interval = tonumber(ARGV[1])
-local tat = tonumber(redis.call("get", KEYS[1]) or "0")
-if tat < now then tat = now end
-local wait = tat - now
-if wait > tonumber(ARGV[2]) then
-    return {0, tostring(wait)}
-end
-redis.call("set", KEYS[1], tostring(tat + interval), "PX", math.ceil(wait + interval) + 1000)
-return {1, tostring(wait)}
-"""
-
-_ACQUIRE = """
-local t = redis.call("time")
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call("zremrangebyscore", KEYS[1], "-inf", now)
-if redis.call("zcard", KEYS[1]) < tonumber(ARGV[1]) then
-    redis.call("zadd", KEYS[1], now + tonumber(ARGV[3]), ARGV[2])
-    redis.call("pexpire", KEYS[1], tonumber(ARGV[3]) * 2)
-    return 1
-end
-return 0
-"""
-
-_RENEW = """
-local t = redis.call("time")
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = tonumber(ARGV[1])
-for i = 2, #ARGV, 2 do
-    redis.call("zadd", ARGV[i], "XX", now + ttl, ARGV[i + 1])
-    redis.call("pexpire", ARGV[i], ttl * 2)
-end
-return 1
-"""
+_RESERVE = load("limits_reserve")
+_ACQUIRE = load("limits_acquire")
+_RENEW = load("limits_renew")
 
 
 class RedisLimits:

@@ -14,7 +14,7 @@ beside a poison message do not die with it again and again. Messages only prefet
 once, at the head of their list, and count nothing.
 
 A worker writes its start marks like its acks, group-committed within a few milliseconds of the
-job's start, without waiting: a round trip before every job would cost a third of the drain rate.
+job's start, without waiting: a round trip before every job would hold up every start, and so the drain.
 A message whose worker died before its mark was written comes back uncounted, but *careful*: its
 ``lost:`` key exists (at 0), the fetch reports it, and from then on its worker writes the mark
 before running it. So a message that kills its worker within milliseconds of starting is counted
@@ -34,12 +34,14 @@ import dramatiq
 from dramatiq.common import current_millis
 
 from eventbus.brokers.poison import worker_lost
+from eventbus.brokers.redis.lua import load
 from eventbus.stores import Recovered
 
 if TYPE_CHECKING:
     from eventbus.brokers.redis.broker import RedisBroker
 
-
+# Text of Dramatiq's dispatch script (as the broker's fetch patch leaves it) that the patches in
+# lua/dispatch_*.lua replace or follow.
 _FETCH_DONE = '    if n > 0 then\n        return redis.call("hmget", queue_messages, unpack(message_ids))'
 _ACK = 'elseif command == "ack" then\n    local message_id = ARGS[1]\n'
 _NACK = 'elseif command == "nack" then\n    local message_id = ARGS[1]\n'
@@ -54,46 +56,9 @@ _REQUEUE = """elseif command == "requeue" then
         end
     end
 """
-# On graceful shutdown, prefetched messages go back to the head of their own priority list (Dramatiq
-# pushes them to the tail of the NORMAL list, so a requeued CRITICAL message would lose its place).
-_REQUEUE_PRIORITY = """elseif command == "requeue" then
-    local suffixes = {critical = ".p0", high = ".p1", low = ".p3"}
-    for i = #ARGS, 1, -1 do
-        local message_id = ARGS[i]
-        if redis.call("srem", queue_acks, message_id) > 0 then
-            local data = redis.call("hget", queue_messages, message_id)
-            if data then
-                local list = queue_full_name
-                if queue_name == queue_canonical_name then
-                    local ok, decoded = pcall(cjson.decode, data)
-                    if ok and type(decoded) == "table" and type(decoded.options) == "table" then
-                        list = list .. (suffixes[decoded.options.priority] or "")
-                    end
-                end
-                -- Ring when the list was empty: a consumer waiting for the doorbell takes it at once.
-                if redis.call("lpush", list, message_id) == 1 then
-                    redis.call("publish", namespace .. ":__bell__", queue_name)
-                end
-            end
-        end
-    end
-"""
-_UNSTART = '    redis.call("srem", namespace .. ":__started__." .. worker_id, message_id)\n'
-
-
-# A fetch returns the messages, then one more value: the ids among them that were in the hands of
-# a worker that died (comma-separated; their start marks are written before they run).
-_FETCH_CAREFUL = """    if n > 0 then
-        redis.call("sadd", namespace .. ":__ackq__." .. worker_id, queue_name)
-        local out = redis.call("hmget", queue_messages, unpack(message_ids))
-        local careful = {}
-        for k = 1, n do
-            if redis.call("exists", namespace .. ":lost:" .. message_ids[k]) == 1 then
-                careful[#careful + 1] = message_ids[k]
-            end
-        end
-        out[n + 1] = table.concat(careful, ",")
-        return out"""
+_FETCH_CAREFUL = load("dispatch_fetch_careful")
+_REQUEUE_PRIORITY = load("dispatch_requeue")
+_UNSTART = load("dispatch_unstart")
 
 
 def patch_dispatch_for_recovery(source: str) -> str:
@@ -107,91 +72,8 @@ def patch_dispatch_for_recovery(source: str) -> str:
     return source.replace(_ACK, _ACK + _UNSTART).replace(_NACK, _NACK + _UNSTART)
 
 
-# KEYS[1] = namespace; ARGV = now ms, timeout ms, max lost deliveries, lost-count ttl s, own worker id,
-# suspect spread ms.
-# Returns {recovered, dead_workers, queue, rid, lost, queue, rid, lost, ...} for poisoned messages.
-_RECOVER = """
-local ns = KEYS[1]
-local now = tonumber(ARGV[1])
-local max_lost = tonumber(ARGV[3])
-local heartbeats = ns .. ":__heartbeats__"
-local suffix = {critical = ".p0", high = ".p1", low = ".p3"}
-local dead = redis.call("zrangebyscore", heartbeats, 0, now - tonumber(ARGV[2]))
-local spread = tonumber(ARGV[6])
-local out = {0, 0}
-for _, worker in ipairs(dead) do
-    if worker ~= ARGV[5] then
-        out[2] = out[2] + 1
-        local suspects = 0
-        local started = ns .. ":__started__." .. worker
-        local ackq = ns .. ":__ackq__." .. worker
-        for _, queue in ipairs(redis.call("smembers", ackq)) do
-            local acks = ns .. ":__acks__." .. worker .. "." .. queue
-            local msgs = ns .. ":" .. queue .. ".msgs"
-            local delayed = string.sub(queue, -3) == ".DQ"
-            for _, rid in ipairs(redis.call("smembers", acks)) do
-                local data = redis.call("hget", msgs, rid)
-                if data then
-                    local lost = 0
-                    if redis.call("sismember", started, rid) == 1 then
-                        lost = redis.call("incr", ns .. ":lost:" .. rid)
-                        redis.call("expire", ns .. ":lost:" .. rid, tonumber(ARGV[4]))
-                    else
-                        -- prefetched, or started with its mark not yet written: careful from now on
-                        redis.call("set", ns .. ":lost:" .. rid, 0, "NX", "EX", tonumber(ARGV[4]))
-                    end
-                    if lost >= max_lost then
-                        local canonical = queue
-                        if delayed then canonical = string.sub(queue, 1, -4) end
-                        redis.call("zadd", ns .. ":" .. canonical .. ".XQ", now, rid)
-                        redis.call("hset", ns .. ":" .. canonical .. ".XQ.msgs", rid, data)
-                        redis.call("hdel", msgs, rid)
-                        out[#out + 1] = canonical
-                        out[#out + 1] = rid
-                        out[#out + 1] = lost
-                    else
-                        local list = queue
-                        local ok, decoded = pcall(cjson.decode, data)
-                        if not (ok and type(decoded) == "table" and type(decoded.options) == "table") then
-                            decoded = nil
-                        elseif not delayed then
-                            list = queue .. (suffix[decoded.options.priority] or "")
-                        end
-                        if lost > 0 and decoded and type(decoded.message_id) == "string" then
-                            -- a suspect: it was running when its worker died. Release suspects one by
-                            -- one through the schedule, so an innocent job never runs beside the
-                            -- poison one again.
-                            redis.call("zadd", ns .. ":schedule", now + suspects * spread, decoded.message_id)
-                            redis.call("hset", ns .. ":schedule.msgs", decoded.message_id,
-                                queue .. "\\n" .. list .. "\\n" .. rid .. "\\n" .. data)
-                            redis.call("hdel", msgs, rid)
-                            suspects = suspects + 1
-                        else
-                            if redis.call("lpush", ns .. ":" .. list, rid) == 1 then
-                                redis.call("publish", ns .. ":__bell__", queue)
-                            end
-                        end
-                        out[1] = out[1] + 1
-                    end
-                end
-            end
-            redis.call("del", acks)
-        end
-        redis.call("del", ackq, started)
-        redis.call("zrem", heartbeats, worker)
-    end
-end
-return out
-"""
-
-# Replace a dead letter's stored copy only if it is still there.
-_REWRITE_DEAD = """
-if redis.call("hexists", KEYS[1], ARGV[1]) == 1 then
-    redis.call("hset", KEYS[1], ARGV[1], ARGV[2])
-    return 1
-end
-return 0
-"""
+_RECOVER = load("recovery_recover")
+_REWRITE_DEAD = load("recovery_rewrite_dead")
 
 
 class RedisRecovery:

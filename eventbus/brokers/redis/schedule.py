@@ -21,6 +21,7 @@ import dramatiq
 from dramatiq.common import current_millis
 
 from eventbus.brokers import Message, list_suffix
+from eventbus.brokers.redis.lua import load
 from eventbus.scheduled import ScheduledEntry
 
 if TYPE_CHECKING:
@@ -29,75 +30,9 @@ if TYPE_CHECKING:
 SCHEDULE_KEY = "schedule"
 _CHUNK = 500
 
-# ARGV: ns, once ttl, delay ms, then rows of (message_id, entry, once key or "").
-_SCHEDULE = """
-local ns = ARGV[1]
-local ttl = tonumber(ARGV[2])
-local t = redis.call("time")
-local eta = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[3])
-local zkey, hkey, ckey = ns .. ":schedule", ns .. ":schedule.msgs", ns .. ":schedule.counts"
-local flags = {}
-local n = 0
-for i = 4, #ARGV, 3 do
-    local ok = true
-    if ARGV[i + 2] ~= "" then
-        ok = redis.call("set", ns .. ":once:" .. ARGV[i + 2], "1", "NX", "EX", ttl)
-    end
-    n = n + 1
-    if ok then
-        if redis.call("zadd", zkey, eta, ARGV[i]) == 1 then
-            local entry = ARGV[i + 1]
-            redis.call("hincrby", ckey, string.sub(entry, 1, string.find(entry, "\\n", 1, true) - 1), 1)
-        end
-        redis.call("hset", hkey, ARGV[i], ARGV[i + 1])
-        flags[n] = 1
-    else
-        flags[n] = 0
-    end
-end
-return flags
-"""
-
-# Moves up to ARGV[1] due entries to their lists; returns their encoded messages.
-_PROMOTE = """
-local ns = KEYS[1]
-local t = redis.call("time")
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local zkey, hkey = ns .. ":schedule", ns .. ":schedule.msgs"
-local ids = redis.call("zrangebyscore", zkey, "-inf", now, "LIMIT", 0, tonumber(ARGV[1]))
-local out = {}
-for _, id in ipairs(ids) do
-    local entry = redis.call("hget", hkey, id)
-    redis.call("zrem", zkey, id)
-    redis.call("hdel", hkey, id)
-    if entry then
-        local a = string.find(entry, "\\n", 1, true)
-        local b = string.find(entry, "\\n", a + 1, true)
-        local c = string.find(entry, "\\n", b + 1, true)
-        local data = string.sub(entry, c + 1)
-        redis.call("hset", ns .. ":" .. string.sub(entry, 1, a - 1) .. ".msgs", string.sub(entry, b + 1, c - 1), data)
-        local queue = string.sub(entry, 1, a - 1)
-        redis.call("hincrby", ns .. ":schedule.counts", queue, -1)
-        if redis.call("rpush", ns .. ":" .. string.sub(entry, a + 1, b - 1), string.sub(entry, b + 1, c - 1)) == 1 then
-            redis.call("publish", ns .. ":__bell__", queue)  -- wake an idle consumer (eventbus.brokers.redis.doorbell)
-        end
-        out[#out + 1] = data
-    end
-end
-return out
-"""
-
-_CANCEL = """
-if redis.call("zrem", KEYS[1], ARGV[1]) == 1 then
-    local entry = redis.call("hget", KEYS[2], ARGV[1])
-    if entry then
-        redis.call("hincrby", KEYS[3], string.sub(entry, 1, string.find(entry, "\\n", 1, true) - 1), -1)
-    end
-    redis.call("hdel", KEYS[2], ARGV[1])
-    return 1
-end
-return 0
-"""
+_SCHEDULE = load("schedule_add")
+_PROMOTE = load("schedule_promote")
+_CANCEL = load("schedule_cancel")
 
 
 class RedisSchedule:

@@ -1,7 +1,8 @@
 """The job ledger in the SQLite broker's file: the same writes and reads as the Redis ledger, as SQL.
 
-A batch of writes is one ``BEGIN IMMEDIATE`` transaction; each write is applied only if its
-sequence number is not older than the stored one (a late "waiting" never overwrites "active").
+The same records as :mod:`eventbus.brokers.redis.ledger`. A batch of writes is one ``BEGIN IMMEDIATE``
+transaction; each write is applied only if its sequence number is not older than the stored one (a
+late "waiting" never overwrites "active").
 Tables: see :mod:`eventbus.brokers.sqlite.control_tables`.
 """
 
