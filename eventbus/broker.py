@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import cast
 
 import dramatiq
 
@@ -60,14 +61,12 @@ def set_broker(broker: dramatiq.Broker | None) -> None:
 
 def describe(broker: dramatiq.Broker) -> str:
     """One line naming the broker for start-up logs, without secrets."""
-    url = getattr(broker, "url", None)
-    namespace = getattr(broker, "namespace", "")
-    path = getattr(broker, "path", None)
-    where = f"file={path}" if path is not None else (_redact(url) if url else "")
-    return f"{type(broker).__name__} {where} namespace={namespace!r}".replace("  ", " ")
+    stores = cast(BusBroker, broker).stores
+    return f"{type(broker).__name__} {stores.location()} namespace={stores.namespace!r}"
 
 
-def _redact(url: str) -> str:
+def redact(url: str) -> str:
+    """``url`` without its credentials."""
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)
         return f"{scheme}://***@{rest.split('@', 1)[1]}"

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import dramatiq
 
-from eventbus.broker import _redact, set_factory
+from eventbus.broker import redact, set_factory
 from eventbus.errors import ConfigError
 from eventbus.middleware import default_middleware
 from eventbus.settings import Settings
@@ -60,7 +60,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     build = SCHEMES.get(scheme)
     if build is None:
         raise ConfigError(
-            f"unsupported broker URL {_redact(url)!r}; use sqlite:///path.db, redis://host:port/db or memory:// "
+            f"unsupported broker URL {redact(url)!r}; use sqlite:///path.db, redis://host:port/db or memory:// "
             "(set EVENTBUS_BROKER_URL or REDIS_URL)"
         )
     return build(settings, default_middleware(settings))

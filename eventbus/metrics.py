@@ -17,46 +17,26 @@ Read beside them, in one pipelined round trip (no KEYS/SCAN), for the queues thi
 * ``eventbus_queue_scheduled{queue}``: messages in the durable schedule for the queue.
 * ``eventbus_workers``: worker processes with a heartbeat in the last 60 s (``__heartbeats__``).
 
-On a SQLite broker the same ready / unacked / scheduled gauges come from one grouped query of the
-file (ready: visible rows; unacked: leased; scheduled: eta ahead), without ``eventbus_workers``.
+Each backend reads these in its control store (``depths``); a SQLite broker has no
+``eventbus_workers`` (a worker's liveness there is its leases).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from dramatiq.common import current_millis
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from eventbus.brokers import PRIORITY_SUFFIX
-from eventbus.brokers.redis.broker import RedisBroker
-from eventbus.brokers.sqlite.broker import SQLiteBroker
 from eventbus.delivery import EVENTS_QUEUE
-from eventbus.errors import ConfigError
-from eventbus.priority import Priority
 from eventbus.settings import Settings
 from eventbus.subscriber import all_subscriptions
 
 if TYPE_CHECKING:
     from eventbus.control import ControlPlane
-
-HEARTBEAT_TIMEOUT_MS = 60_000
-_LEVELS = [(p.value, PRIORITY_SUFFIX[p.rank]) for p in Priority]
-
-
-@dataclass(frozen=True)
-class QueueDepth:
-    """One queue's counts at one moment."""
-
-    queue: str
-    ready: dict[str, int]
-    unacked: int
-    scheduled: int
+    from eventbus.stores import ControlStore
 
 
 def known_queues(settings: Settings) -> list[str]:
@@ -66,55 +46,15 @@ def known_queues(settings: Settings) -> list[str]:
     return sorted(queues)
 
 
-def read_depths(broker: RedisBroker, queues: Sequence[str]) -> tuple[list[QueueDepth], int]:
-    """Every queue's counts and the live worker count, in one pipelined round trip."""
-    with broker.client.pipeline(transaction=False) as pipe:
-        for queue in queues:
-            for _, suffix in _LEVELS:
-                pipe.llen(broker.key(queue + suffix))
-            pipe.hlen(broker.key(f"{queue}.msgs"))
-            pipe.hget(broker.schedule.counts_key(), queue)
-        pipe.zcount(broker.key("__heartbeats__"), int(time.time() * 1000) - HEARTBEAT_TIMEOUT_MS, "+inf")
-        values = pipe.execute()
-    depths, width = [], len(_LEVELS) + 2
-    for i, queue in enumerate(queues):
-        row = values[i * width : (i + 1) * width]
-        ready = {level: int(n) for (level, _), n in zip(_LEVELS, row)}
-        stored, scheduled = (int(n or 0) for n in row[len(_LEVELS) :])
-        depths.append(QueueDepth(queue, ready, max(0, stored - sum(ready.values())), scheduled))
-    return depths, int(values[-1])
-
-
-def read_sqlite_depths(broker: SQLiteBroker, queues: Sequence[str]) -> list[QueueDepth]:
-    """Every queue's counts from the SQLite file, in one read."""
-    levels = {p.rank: p.value for p in Priority}
-    rows = broker.store.execute(
-        "SELECT queue, rank, CASE WHEN visible_at <= ? THEN 'ready' WHEN lease_owner IS NOT NULL "
-        "THEN 'unacked' ELSE 'scheduled' END, COUNT(*) FROM messages GROUP BY 1, 2, 3",
-        (current_millis(),),
-    )
-    counts: dict[tuple[str, str], int] = {}
-    ready: dict[str, dict[str, int]] = {q: dict.fromkeys(levels.values(), 0) for q in queues}
-    for queue, rank, state, n in rows:
-        if state == "ready" and queue in ready:
-            ready[queue][levels.get(int(rank), Priority.NORMAL.value)] += int(n)
-        counts[(queue, state)] = counts.get((queue, state), 0) + int(n)
-    return [QueueDepth(q, ready[q], counts.get((q, "unacked"), 0), counts.get((q, "scheduled"), 0)) for q in queues]
-
-
 class BrokerCollector(Collector):
-    """Collects :func:`read_depths` (or :func:`read_sqlite_depths`) on every scrape."""
+    """Collects the control store's queue depths on every scrape."""
 
-    def __init__(self, broker: RedisBroker | SQLiteBroker, queues: Sequence[str]) -> None:
-        self.broker = broker
+    def __init__(self, store: ControlStore, queues: Sequence[str]) -> None:
+        self.store = store
         self.queues = list(queues)
 
     def collect(self) -> Iterable[Metric]:
-        workers: int | None = None
-        if isinstance(self.broker, SQLiteBroker):
-            depths = read_sqlite_depths(self.broker, self.queues)
-        else:
-            depths, workers = read_depths(self.broker, self.queues)
+        depths, workers = self.store.depths(self.queues)
         q = ["queue"]
         ready = GaugeMetricFamily("eventbus_queue_ready", "Messages waiting, by priority.", labels=[*q, "priority"])
         unacked = GaugeMetricFamily("eventbus_queue_unacked", "Messages fetched by workers, not acked.", labels=q)
@@ -173,13 +113,8 @@ class ControlPlaneCollector(Collector):
 
 
 def render_metrics(plane: ControlPlane, settings: Settings) -> bytes:
-    """The Prometheus text exposition of the broker's state (Redis and SQLite brokers)."""
-    broker = plane.broker
-    if not isinstance(broker, RedisBroker | SQLiteBroker):
-        raise ConfigError(
-            f"/metrics reads Redis or SQLite; the broker is {type(broker).__name__} (set EVENTBUS_BROKER_URL)"
-        )
+    """The Prometheus text exposition of the broker's state."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ControlPlaneCollector(plane))
-    registry.register(BrokerCollector(broker, known_queues(settings)))
+    registry.register(BrokerCollector(plane.store, known_queues(settings)))
     return generate_latest(registry)

@@ -180,6 +180,16 @@ class HealthReport:
         return out
 
 
+@dataclass(frozen=True)
+class QueueDepth:
+    """One queue's counts at one moment."""
+
+    queue: str
+    ready: dict[str, int]
+    unacked: int
+    scheduled: int
+
+
 def encode_cursor(score: float, skip: int) -> str:
     """An opaque cursor: the score of the last item returned and how many items at that score were returned."""
     return base64.urlsafe_b64encode(f"{score!r}:{skip}".encode()).decode().rstrip("=")

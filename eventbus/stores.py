@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from eventbus.ledger import Completion, JobRecord, JobState
     from eventbus.ledger_writer import LedgerWriter
     from eventbus.notification import Notification
-    from eventbus.reports import HealthCheck, Stats, WorkerInfo
+    from eventbus.reports import HealthCheck, QueueDepth, Stats, WorkerInfo
     from eventbus.retention import Retention
     from eventbus.scheduled import ScheduledEntry
     from eventbus.send_record import RecordStore
@@ -157,6 +157,11 @@ class ControlStore(Protocol):
         """Take a lock that expires by itself; False while another owner holds it."""
         ...
 
+    def depths(self, queues: Sequence[str]) -> tuple[list[QueueDepth], int | None]:
+        """Each queue's messages by where they are (ready by priority, unacked, scheduled) and the live
+        worker count where the store knows it, in one read."""
+        ...
+
     def probe(self) -> list[HealthCheck]:
         """Broker-specific health checks, answered quickly; the first is ``broker`` (reachable)."""
         ...
@@ -264,6 +269,10 @@ class Stores(abc.ABC):
     @abc.abstractmethod
     def owner(self) -> str:
         """This process's id on the store: the holder of its leases and heartbeats."""
+
+    @abc.abstractmethod
+    def location(self) -> str:
+        """Where the backend keeps its data, without secrets (for logs and errors)."""
 
     @property
     @abc.abstractmethod

@@ -47,6 +47,9 @@ class MemoryStores(Stores):
     def owner(self) -> str:
         return f"memory:{id(self.broker)}"
 
+    def location(self) -> str:
+        return "in this process"
+
     @property
     def ledger(self) -> LedgerWriter | None:
         return None

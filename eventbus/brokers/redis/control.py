@@ -15,16 +15,21 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from eventbus.brokers import PRIORITY_SUFFIX
 from eventbus.brokers.redis.guard import check_redis_config
 from eventbus.brokers.redis.ledger import RedisLedger
 from eventbus.brokers.redis.lua import load
 from eventbus.brokers.redis.pause import paused_key
+from eventbus.brokers.redis.schedule import SCHEDULE_COUNTS_KEY
 from eventbus.delivery import EVENTS_QUEUE
 from eventbus.ledger import JobRecord, JobState, now_ms
-from eventbus.reports import HealthCheck, QueueStats, Stats, WorkerInfo, stats_of
+from eventbus.priority import Priority
+from eventbus.reports import HealthCheck, QueueDepth, QueueStats, Stats, WorkerInfo, stats_of
 from eventbus.retention import BUCKET_MS, Retention
 from eventbus.settings import Settings
 from eventbus.stores import DeadRow
+
+LIVE_WORKER_MS = 60_000  # a worker with a heartbeat this recent counts as live in the depths
 
 PING_TIMEOUT_S = 1.0
 
@@ -213,6 +218,25 @@ class RedisControlStore(RedisLedger):
 
     def try_lock(self, name: str, owner: str, ttl_ms: int) -> bool:
         return bool(self.client.set(self.key(*name.split(":")), owner, nx=True, px=ttl_ms))
+
+    def depths(self, queues: Sequence[str]) -> tuple[list[QueueDepth], int | None]:
+        """Every queue's counts and the live worker count, in one pipelined round trip (no KEYS/SCAN)."""
+        levels = [(p.value, PRIORITY_SUFFIX[p.rank]) for p in Priority]
+        with self.client.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                for _, suffix in levels:
+                    pipe.llen(self.key(queue + suffix))
+                pipe.hlen(self.key(f"{queue}.msgs"))
+                pipe.hget(self.key(SCHEDULE_COUNTS_KEY), queue)
+            pipe.zcount(self.key("__heartbeats__"), now_ms() - LIVE_WORKER_MS, "+inf")
+            values = pipe.execute()
+        depths, width = [], len(levels) + 2
+        for i, queue in enumerate(queues):
+            row = values[i * width : (i + 1) * width]
+            ready = {level: int(n) for (level, _), n in zip(levels, row)}
+            stored, scheduled = (int(n or 0) for n in row[len(levels) :])
+            depths.append(QueueDepth(queue, ready, max(0, stored - sum(ready.values())), scheduled))
+        return depths, int(values[-1])
 
     def probe(self) -> list[HealthCheck]:
         """Ping within 1 s without retries (so health answers within 2 s), then the memory policy."""

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from eventbus.brokers.redis.broker import RedisBroker
 
 SCHEDULE_KEY = "schedule"
+SCHEDULE_COUNTS_KEY = SCHEDULE_KEY + ".counts"
 _CHUNK = 500
 
 _SCHEDULE = load("schedule_add")
@@ -42,7 +43,7 @@ class RedisSchedule:
         self.broker = broker
         self.zkey = broker.key(SCHEDULE_KEY)
         self.hkey = broker.key(SCHEDULE_KEY + ".msgs")
-        self.ckey = broker.key(SCHEDULE_KEY + ".counts")  # queue -> how many of its messages wait here
+        self.ckey = broker.key(SCHEDULE_COUNTS_KEY)  # queue -> how many of its messages wait here
         self._schedule = broker.client.register_script(_SCHEDULE)
         self._promote = broker.client.register_script(_PROMOTE)
         self._cancel = broker.client.register_script(_CANCEL)

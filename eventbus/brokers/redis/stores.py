@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import TYPE_CHECKING
 
+from eventbus.broker import redact
 from eventbus.brokers.redis.control import RedisControlStore
 from eventbus.brokers.redis.inbox import RedisInbox
 from eventbus.brokers.redis.ledger import RedisLedger
@@ -36,6 +37,9 @@ class RedisStores(Stores):
     @property
     def owner(self) -> str:
         return str(self.broker.broker_id)
+
+    def location(self) -> str:
+        return redact(self.broker.url)
 
     @cached_property
     def ledger(self) -> LedgerWriter | None:

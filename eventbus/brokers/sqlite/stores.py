@@ -35,6 +35,9 @@ class SQLiteStores(Stores):
     def owner(self) -> str:
         return self.broker.owner
 
+    def location(self) -> str:
+        return f"file={self.broker.path}"
+
     @cached_property
     def ledger(self) -> LedgerWriter | None:
         if not self.settings.ledger:
