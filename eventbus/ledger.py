@@ -11,13 +11,13 @@ from __future__ import annotations
 import enum
 import os
 import socket
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import dramatiq
 
 from eventbus import encoder
+from eventbus.clock import now_ms
 from eventbus.delivery import DELIVER_ACTOR, FANOUT_ACTOR
 
 
@@ -97,10 +97,6 @@ def canonical_queue(queue_name: str) -> str:
 def worker_name() -> str:
     """``host:pid`` of this process, as shown in records and heartbeats."""
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def transition(

@@ -15,6 +15,7 @@ import dramatiq
 
 from eventbus.broker import get_broker
 from eventbus.brokers import BusBroker
+from eventbus.clock import now_ms
 from eventbus.cron import ScheduleInfo, schedule_infos
 from eventbus.errors import ConfigError
 from eventbus.stores import ScheduleStore
@@ -76,8 +77,8 @@ def schedules(*, broker: dramatiq.Broker | None = None) -> list[ScheduleInfo]:
     """Recurring schedules registered by running workers (and this process), with next and last run."""
     store = cast(BusBroker, broker or get_broker()).stores.schedule
     if store is None:
-        return schedule_infos({}, {}, _now_ms())
-    return schedule_infos(store.schedule_definitions(), store.last_ticks(), _now_ms())
+        return schedule_infos({}, {}, now_ms())
+    return schedule_infos(store.schedule_definitions(), store.last_ticks(), now_ms())
 
 
 def _store(broker: dramatiq.Broker | None) -> ScheduleStore:
@@ -89,7 +90,3 @@ def _store(broker: dramatiq.Broker | None) -> ScheduleStore:
             "use a sqlite:/// or redis:// broker (EVENTBUS_BROKER_URL)"
         )
     return store
-
-
-def _now_ms() -> int:
-    return int(datetime.now(UTC).timestamp() * 1000)

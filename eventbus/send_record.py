@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import enum
 import json
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from eventbus.clock import now_ms
 
 UNCERTAIN = "uncertain: a worker stopped while handing this email to SMTP; not resent (at most once)"
 
@@ -155,8 +156,3 @@ def claim_fields(fields: dict[str, str]) -> str:
         fields.update(state=SendState.FAILED.value, code="", text=UNCERTAIN, updated_ms=str(now_ms()))
         return "uncertain"
     return "skipped"
-
-
-def now_ms() -> int:
-    """Wall-clock milliseconds, as stored in records."""
-    return int(time.time() * 1000)

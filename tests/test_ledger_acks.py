@@ -6,8 +6,9 @@ from dataclasses import replace
 
 import pytest
 
+from eventbus.clock import now_ms
 from eventbus.delivery import build_message
-from eventbus.ledger import Completion, JobState, now_ms, transition
+from eventbus.ledger import Completion, JobState, transition
 
 pytestmark = pytest.mark.redis
 

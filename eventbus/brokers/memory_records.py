@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
-from eventbus.send_record import Claim, Finish, Op, Peek, SendRecord, SendState, claim_fields, now_ms
+from eventbus.clock import now_ms
+from eventbus.send_record import Claim, Finish, Op, Peek, SendRecord, SendState, claim_fields
 
 
 class MemoryRecords:

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import dramatiq
 
+from eventbus.clock import now_ms
 from eventbus.errors import DeadLetterNotFound, EventBusError
-from eventbus.ledger import JobState, canonical_queue, now_ms
+from eventbus.ledger import JobState, canonical_queue
 from eventbus.reports import DeadLetter, DeadLetterFilter, Page, RequeueResult, decode_cursor, next_cursor
 
 if TYPE_CHECKING:

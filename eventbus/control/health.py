@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from eventbus.ledger import now_ms
+from eventbus.clock import now_ms
 from eventbus.reports import HealthCheck, HealthReport, HealthStatus, WorkerInfo
 
 if TYPE_CHECKING:

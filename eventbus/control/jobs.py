@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING
 
 import dramatiq
 
+from eventbus.clock import now_ms
 from eventbus.delivery import EVENTS_QUEUE
 from eventbus.errors import EventBusError, InvalidJobState, JobNotFound
-from eventbus.ledger import JobRecord, JobState, now_ms
+from eventbus.ledger import JobRecord, JobState
 from eventbus.reports import Page, decode_cursor, next_cursor
 
 if TYPE_CHECKING:

@@ -29,6 +29,7 @@ import dramatiq
 
 from eventbus import cron, signals
 from eventbus.brokers import BusBroker
+from eventbus.clock import now_ms
 from eventbus.event import Event
 from eventbus.middleware.limits import LEASES
 from eventbus.settings import Settings
@@ -129,7 +130,7 @@ class Housekeeping(dramatiq.Middleware):
     # scheduler thread
 
     def _schedule_loop(self, broker: Any) -> None:
-        boot_ms = int(time.time() * 1000)
+        boot_ms = now_ms()
         for found in cron.all_schedules():
             self._cron_last_ms.setdefault(found.name, boot_ms)
         while not self._stop_schedule.wait(self.settings.scheduler_poll_ms / 1000):
@@ -148,16 +149,16 @@ class Housekeeping(dramatiq.Middleware):
                 return
 
     def _run_cron(self, broker: Any) -> None:
-        now_ms = int(time.time() * 1000)
+        now = now_ms()
         for found in cron.all_schedules():
-            last = self._cron_last_ms.setdefault(found.name, now_ms)
-            ticks = found.ticks(last, now_ms)
+            last = self._cron_last_ms.setdefault(found.name, now)
+            ticks = found.ticks(last, now)
             for tick in ticks:
                 try:
                     cron.publish_tick(found, tick)
                 except Exception:
                     logger.exception("schedule %r could not publish its tick at %d", found.name, tick)
-            self._cron_last_ms[found.name] = now_ms
+            self._cron_last_ms[found.name] = now
             if ticks:
                 broker.stores.schedule.record_tick(found.name, ticks[-1])
 

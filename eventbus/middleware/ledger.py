@@ -23,8 +23,9 @@ from typing import Any, cast
 import dramatiq
 
 from eventbus.brokers import BusBroker
+from eventbus.clock import now_ms
 from eventbus.delivery import FANOUT_ACTOR
-from eventbus.ledger import Completion, JobState, canonical_queue, now_ms, transition, worker_name
+from eventbus.ledger import Completion, JobState, canonical_queue, transition, worker_name
 from eventbus.ledger_writer import LedgerWriter
 from eventbus.settings import Settings
 

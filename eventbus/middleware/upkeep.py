@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 
 import dramatiq
 
-from eventbus.ledger import JobState, canonical_queue, now_ms, worker_name
+from eventbus.clock import now_ms
+from eventbus.ledger import JobState, canonical_queue, worker_name
 from eventbus.settings import Settings
 from eventbus.subscriber import all_subscriptions
 

@@ -11,10 +11,11 @@ from dataclasses import replace
 import pytest
 
 from eventbus import publish_event, publish_many
+from eventbus.clock import now_ms
 from eventbus.control import ControlPlane, DeadLetterFilter, HealthStatus, JobState
 from eventbus.delivery import EVENTS_QUEUE, FANOUT_ACTOR, build_message, delivery_id
 from eventbus.errors import InvalidJobState, JobNotFound, QueueNotFound
-from eventbus.ledger import Completion, now_ms, transition
+from eventbus.ledger import Completion, transition
 from eventbus.middleware.ledger import Ledger
 from eventbus.middleware.upkeep import Upkeep
 from tests.apps import contract_control as app

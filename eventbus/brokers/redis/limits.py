@@ -12,10 +12,10 @@ the slots of a killed worker free themselves when their lease runs out.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 from eventbus.brokers.redis.lua import load
+from eventbus.clock import now_ms
 
 if TYPE_CHECKING:
     from eventbus.brokers.redis.broker import RedisBroker
@@ -64,4 +64,4 @@ class RedisLimits:
 
     def running(self, queue: str) -> int:
         """How many slots of ``queue`` are held right now (expired leases excluded)."""
-        return int(self.broker.client.zcount(self.cap_key(queue), int(time.time() * 1000), "+inf"))
+        return int(self.broker.client.zcount(self.cap_key(queue), now_ms(), "+inf"))

@@ -26,7 +26,6 @@ sets without KEYS) and ``__started__.<worker>`` (messages it started; cleared by
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +34,7 @@ from dramatiq.common import current_millis
 
 from eventbus.brokers.poison import worker_lost
 from eventbus.brokers.redis.lua import load
+from eventbus.clock import now_ms
 from eventbus.stores import Recovered
 
 if TYPE_CHECKING:
@@ -116,14 +116,14 @@ class RedisRecovery:
 
         Messages that were running when their worker died come back ``suspect_spread_ms`` apart.
         """
-        now_ms = int(time.time() * 1000)
+        now = now_ms()
         raw = self._recover(
             keys=[self.broker.namespace],
-            args=[now_ms, int(timeout_s * 1000), max_lost, lost_ttl_s, self.broker.broker_id, suspect_spread_ms],
+            args=[now, int(timeout_s * 1000), max_lost, lost_ttl_s, self.broker.broker_id, suspect_spread_ms],
         )
         poisoned = []
         for i in range(2, len(raw), 3):
-            message = self._mark_poisoned(raw[i].decode(), raw[i + 1].decode(), int(raw[i + 2]), now_ms)
+            message = self._mark_poisoned(raw[i].decode(), raw[i + 1].decode(), int(raw[i + 2]), now)
             if message is not None:
                 poisoned.append(message)
         return Recovered(recovered=int(raw[0]), dead_workers=int(raw[1]), poisoned=poisoned)

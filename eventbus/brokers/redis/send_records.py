@@ -19,7 +19,8 @@ import redis.asyncio
 from redis.exceptions import NoScriptError
 
 from eventbus.brokers.redis.lua import load
-from eventbus.send_record import UNCERTAIN, Claim, Finish, Op, Peek, SendRecord, SendState, now_ms
+from eventbus.clock import now_ms
+from eventbus.send_record import UNCERTAIN, Claim, Finish, Op, Peek, SendRecord, SendState
 
 _CREATE = load("send_records_create")
 _APPLY = load("send_records_apply")

@@ -19,6 +19,7 @@ import orjson
 
 from eventbus.brokers.sqlite import control_tables as schema
 from eventbus.brokers.sqlite.store import SQLiteStore
+from eventbus.clock import now_ms
 from eventbus.ledger import (
     Completion,
     JobRecord,
@@ -27,7 +28,6 @@ from eventbus.ledger import (
     history_entry,
     job_kind,
     make_full,
-    now_ms,
 )
 from eventbus.retention import BUCKET_MS, Retention
 

@@ -14,8 +14,9 @@ the same clock):
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
+
+from eventbus.clock import now_ms, precise_ms
 
 if TYPE_CHECKING:
     from eventbus.brokers.sqlite.broker import SQLiteBroker
@@ -35,10 +36,6 @@ MIGRATIONS = [
 ]
 
 
-def _now_ms() -> float:
-    return time.time() * 1000
-
-
 class SQLiteLimits:
     """Rate-limit reservations and concurrency leases for one :class:`SQLiteBroker` (same surface as Redis)."""
 
@@ -49,7 +46,7 @@ class SQLiteLimits:
     def reserve(self, queue: str, interval_ms: float, max_wait_ms: float) -> tuple[bool, float]:
         """Reserve the next start slot: ``(True, wait_ms)`` to sleep, or ``(False, wait_ms)`` if too far off."""
         with self.store.transaction() as conn:
-            now = _now_ms()
+            now = precise_ms()
             row = conn.execute("SELECT tat_ms FROM rate_limits WHERE queue = ?", (queue,)).fetchone()
             tat = max(float(row[0]) if row else 0.0, now)
             wait = tat - now
@@ -65,7 +62,7 @@ class SQLiteLimits:
     def acquire(self, queue: str, limit: int, token: str, ttl_ms: int) -> bool:
         """Take one of ``limit`` slots of ``queue`` for ``ttl_ms`` (renew with :meth:`renew`)."""
         with self.store.transaction() as conn:
-            now = int(_now_ms())
+            now = now_ms()
             conn.execute("DELETE FROM cap_leases WHERE queue = ? AND expires_at <= ?", (queue, now))
             held = int(conn.execute("SELECT COUNT(*) FROM cap_leases WHERE queue = ?", (queue,)).fetchone()[0])
             if held >= limit:
@@ -84,7 +81,7 @@ class SQLiteLimits:
         """Extend held leases ``(queue, token)`` (``pipe`` is accepted for the Redis signature and ignored)."""
         if not leases:
             return
-        expires_at = int(_now_ms()) + ttl_ms
+        expires_at = now_ms() + ttl_ms
         with self.store.transaction() as conn:
             conn.executemany(
                 "UPDATE cap_leases SET expires_at = ? WHERE queue = ? AND token = ?",
@@ -94,6 +91,6 @@ class SQLiteLimits:
     def running(self, queue: str) -> int:
         """How many slots of ``queue`` are held right now (expired leases excluded)."""
         rows = self.store.execute(
-            "SELECT COUNT(*) FROM cap_leases WHERE queue = ? AND expires_at > ?", (queue, int(_now_ms()))
+            "SELECT COUNT(*) FROM cap_leases WHERE queue = ? AND expires_at > ?", (queue, now_ms())
         )
         return int(rows[0][0])

@@ -13,10 +13,10 @@ import asyncio
 import json
 import random
 import sqlite3
-import time
 from collections.abc import Sequence
 
 from eventbus.brokers.sqlite.store import SQLiteStore
+from eventbus.clock import now_ms
 from eventbus.send_record import SendRecord, SendState
 
 COMPONENT = "mail_records"
@@ -37,10 +37,6 @@ MIGRATIONS = [
 _COUNT = "INSERT INTO mail_stats (counter, n) VALUES (?, 1) ON CONFLICT(counter) DO UPDATE SET n = n + 1"
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 class SQLiteRecords:
     """Send records in the SQLite broker's file (same surface as ``RedisRecords``)."""
 
@@ -55,7 +51,7 @@ class SQLiteRecords:
         if not rows:
             return out
         with self.store.transaction() as conn:
-            now = _now_ms()
+            now = now_ms()
             for key, fields in rows:
                 old = _read(conn, key, now)
                 if old is not None:
@@ -72,7 +68,7 @@ class SQLiteRecords:
 
     def get(self, key: str) -> SendRecord | None:
         """The record for ``key``, if any."""
-        rows = self.store.execute("SELECT fields FROM mail_sends WHERE key = ? AND expires_at > ?", (key, _now_ms()))
+        rows = self.store.execute("SELECT fields FROM mail_sends WHERE key = ? AND expires_at > ?", (key, now_ms()))
         return SendRecord.from_hash(key, json.loads(rows[0][0])) if rows else None
 
     def stats(self) -> dict[str, int]:
@@ -96,7 +92,7 @@ class SQLiteRecords:
 
     def _claim(self, key: str, fields: dict[str, str]) -> SendRecord | None:
         with self.store.transaction() as conn:
-            now = _now_ms()
+            now = now_ms()
             old = _read(conn, key, now)
             current = dict(old) if old is not None else dict(fields)
             if current.get("state", SendState.PENDING.value) == SendState.PENDING.value:
@@ -108,7 +104,7 @@ class SQLiteRecords:
 
     def _finish(self, key: str, state: SendState, updates: dict[str, str], counter: str) -> None:
         with self.store.transaction() as conn:
-            now = _now_ms()
+            now = now_ms()
             current = _read(conn, key, now) or {}
             current.update(updates)
             current.update(state=state.value, updated_ms=str(now))

@@ -10,7 +10,8 @@ import asyncio
 from collections.abc import Sequence
 
 from eventbus.brokers.sqlite.records import _COUNT, SQLiteRecords, _read, _write
-from eventbus.send_record import Claim, Finish, Op, Peek, SendRecord, claim_fields, now_ms
+from eventbus.clock import now_ms
+from eventbus.send_record import Claim, Finish, Op, Peek, SendRecord, claim_fields
 
 
 class SQLiteSendRecords(SQLiteRecords):
