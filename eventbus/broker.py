@@ -24,7 +24,7 @@ def make_broker(settings: Settings) -> dramatiq.Broker:
     if url.startswith("memory://"):
         from eventbus.brokers.memory import MemoryBroker
 
-        return MemoryBroker(middleware=middleware)
+        return MemoryBroker(middleware=middleware, settings=settings)
     if url.startswith(("redis://", "rediss://", "unix://")):
         from eventbus.brokers.redis import RedisBroker
 

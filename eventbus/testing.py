@@ -17,11 +17,11 @@ from types import TracebackType
 from typing import Any
 
 import dramatiq
-from dramatiq.brokers.stub import StubBroker
 
 from eventbus import signals
 from eventbus.app import declare_queues, install_extra_actors
 from eventbus.broker import make_broker, set_broker
+from eventbus.brokers.memory import MemoryBroker
 from eventbus.delivery import install_actors
 from eventbus.event import Event
 from eventbus.settings import Settings, get_settings, set_settings
@@ -78,17 +78,19 @@ class TestBus:
         set_settings(self._previous)
 
     def join(self, timeout_s: float = 10.0) -> None:
-        """Wait until every queue is empty and nothing runs, fan-outs and retries included."""
-        assert isinstance(self.broker, StubBroker) and self._worker is not None
+        """Wait until every queue and the schedule are empty and nothing runs, fan-outs, delays and retries
+        included."""
+        assert isinstance(self.broker, MemoryBroker) and self._worker is not None
         deadline = time.monotonic() + timeout_s
         while True:
             for queue in list(self.broker.get_declared_queues()):
                 self.broker.join(queue, timeout=max(1, int((deadline - time.monotonic()) * 1000)), fail_fast=False)
             self._worker.join()
-            if all(q.unfinished_tasks == 0 for q in self.broker.queues.values()):
+            if self.broker.schedule.count() == 0 and all(q.unfinished_tasks == 0 for q in self.broker.queues.values()):
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"TestBus.join: queues not drained within {timeout_s} s")
+            time.sleep(0.005)  # a delayed message or a retry waits in the schedule
 
     def _on_published(self, event: Event, **_: Any) -> None:
         self.published.append(event)

@@ -261,9 +261,12 @@ class ControlPlane:
 
 
 def control_store(broker: dramatiq.Broker, settings: Settings) -> ControlStore:
-    """The control plane's store for ``broker``: Redis keys or tables in the SQLite file."""
+    """The control plane's store for ``broker``: Redis keys, tables in the SQLite file, or the memory broker's."""
+    from eventbus.brokers.memory import MemoryBroker
     from eventbus.brokers.sqlite import SQLiteBroker
 
+    if isinstance(broker, MemoryBroker):
+        return broker.control_store
     if isinstance(broker, SQLiteBroker):
         from eventbus.control.store_sqlite import SQLiteControlStore
 
@@ -273,8 +276,8 @@ def control_store(broker: dramatiq.Broker, settings: Settings) -> ControlStore:
 
         return RedisControlStore(broker, settings)
     raise ControlPlaneUnavailable(
-        f"the control plane needs a Redis or SQLite broker, not {type(broker).__name__}; "
-        "set EVENTBUS_BROKER_URL=redis://… or sqlite:///path.db"
+        f"the control plane needs a Redis, SQLite or memory broker, not {type(broker).__name__}; "
+        "set EVENTBUS_BROKER_URL=redis://…, sqlite:///path.db or memory://"
     )
 
 

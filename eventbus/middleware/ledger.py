@@ -39,15 +39,18 @@ FLUSH_INTERVAL_S = 0.025
 
 
 class LedgerStore(Protocol):
-    """Where ledger writes go: ``RedisLedger`` or ``SQLiteLedger``."""
+    """Where ledger writes go: ``RedisLedger``, ``SQLiteLedger`` or ``MemoryLedger``."""
 
     def apply(self, ops: Sequence[dict[str, Any]], done: Sequence[Completion] = ()) -> int: ...
 
 
 def ledger_store(broker: dramatiq.Broker, settings: Settings) -> LedgerStore | None:
-    """The ledger store of ``broker`` (None for brokers that keep no ledger, such as memory://)."""
+    """The ledger store of ``broker`` (None for a broker that keeps no ledger)."""
+    from eventbus.brokers.memory import MemoryBroker
     from eventbus.brokers.sqlite import SQLiteBroker
 
+    if isinstance(broker, MemoryBroker):
+        return broker.ledger.with_retention(Retention.from_settings(settings))
     if isinstance(broker, SQLiteBroker):
         from eventbus.ledger_sqlite import SQLiteLedger
 
@@ -167,7 +170,7 @@ os.register_at_fork(after_in_child=_after_fork)
 
 
 class Ledger(dramatiq.Middleware):
-    """Writes waiting/delayed/active/retrying/completed/dead for every message of a Redis or SQLite broker."""
+    """Writes waiting/delayed/active/retrying/completed/dead for every message of the broker."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

@@ -1,9 +1,10 @@
 """Pause and resume a queue across every worker.
 
 The broker's fetch already hands out nothing for a paused queue (Redis: listed in
-``<ns>:__paused__``; SQLite: a row in ``paused``). This gate covers messages a worker fetched
-before the pause: when one reaches a worker thread, it goes back to the head of its priority
-(Redis list / SQLite row made visible at once) with its data kept, and is skipped. Each process refreshes
+``<ns>:__paused__``; SQLite: a row in ``paused``; memory: the broker's paused set). This gate
+covers messages a worker fetched before the pause: when one reaches a worker thread, it goes back
+to the head of its priority (Redis list / SQLite row made visible at once / memory queue) with its
+data kept, and is skipped. Each process refreshes
 its copy of the paused set every 100 ms, so no job of a paused queue starts more than ~100 ms
 after the pause; a message of a queue the copy still shows paused reads the set again before it is
 handed back, so a resume takes effect with the next fetch, not up to 100 ms later.
@@ -50,7 +51,7 @@ class _SkippedFilter(logging.Filter):
 
 
 class PauseGate(dramatiq.Middleware):
-    """Hands prefetched messages of paused queues back to Redis instead of running them."""
+    """Hands prefetched messages of paused queues back to the broker instead of running them."""
 
     def __init__(self) -> None:
         self.paused: frozenset[str] = frozenset()
@@ -62,10 +63,13 @@ class PauseGate(dramatiq.Middleware):
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         """Read the paused set now, then keep it fresh."""
+        from eventbus.brokers.memory import MemoryBroker
         from eventbus.brokers.sqlite import SQLiteBroker
 
         if isinstance(broker, SQLiteBroker):
             self._script = _put_back_row
+        elif isinstance(broker, MemoryBroker):
+            self._script = _put_back_memory
         elif hasattr(broker, "client"):
             self._script = broker.client.register_script(_PUT_BACK)
         else:
@@ -86,8 +90,8 @@ class PauseGate(dramatiq.Middleware):
         self._refresh(broker)  # resumed since the last refresh? then it runs: a resume takes effect at once
         if message.queue_name not in self.paused:
             return
-        if self._script is _put_back_row:
-            _put_back_row(broker, message)
+        if self._script in (_put_back_row, _put_back_memory):
+            self._script(broker, message)
             message._eventbus_paused = True
             raise SkipMessage(f"queue {message.queue_name!r} is paused")
         namespace = broker.namespace
@@ -107,7 +111,7 @@ class PauseGate(dramatiq.Middleware):
 
     def _refresh(self, broker: Any) -> None:
         try:
-            if self._script is _put_back_row:
+            if self._script in (_put_back_row, _put_back_memory):
                 paused = frozenset(broker.paused_queues())
             else:
                 paused = frozenset(q.decode() for q in broker.client.smembers(paused_key(broker.namespace)))
@@ -122,6 +126,11 @@ class PauseGate(dramatiq.Middleware):
     def _run(self, broker: dramatiq.Broker) -> None:
         while not self._stop.wait(REFRESH_INTERVAL_S):
             self._refresh(broker)
+
+
+def _put_back_memory(broker: Any, message: Any) -> None:
+    """memory://: the message goes back to the head of its priority; Dramatiq's ack of it frees its slot."""
+    broker.put_back(message)
 
 
 def _put_back_row(broker: Any, message: Any) -> None:
