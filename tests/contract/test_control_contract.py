@@ -1,6 +1,6 @@
 """One control plane, every store: stats, job states, dead letters, requeue, pause/resume, clean, health.
 
-The same tests run on ``redis`` and ``sqlite`` (the contract fixture); the memory broker keeps no ledger.
+The same tests run on ``memory``, ``sqlite`` and ``redis`` (the contract fixture).
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ from eventbus.middleware.ledger import Ledger
 from eventbus.middleware.upkeep import Upkeep
 from tests.apps import contract_control as app
 from tests.conftest import wait_for
-
-pytestmark = pytest.mark.kinds("sqlite", "redis")
 
 
 @pytest.fixture
