@@ -45,6 +45,7 @@ class MemoryBroker(HookCache, StubBroker):
         self.lock = threading.RLock()
         self._once: dict[str, float] = {}
         self._paused: set[str] = set()
+        self.running: dict[str, bytes] = {}  # message id -> data, while a worker holds the message
         self.ledger = MemoryLedger(self.lock, Retention.from_settings(settings or get_settings()))
         self.dead = MemoryDeadLetters(self.lock)
         self.schedule = MemorySchedule(self.lock, self._put)
@@ -159,10 +160,12 @@ class MemoryConsumer(dramatiq.Consumer):
         self.slots = threading.Semaphore(prefetch)
 
     def ack(self, message: dramatiq.MessageProxy) -> None:
+        self.broker.running.pop(message.message_id, None)
         self.lanes.task_done()
         self.slots.release()
 
     def nack(self, message: dramatiq.MessageProxy) -> None:
+        self.broker.running.pop(message.message_id, None)
         self.broker.dead_letter(self.queue_name, message)
         self.lanes.task_done()
         self.slots.release()
@@ -170,6 +173,7 @@ class MemoryConsumer(dramatiq.Consumer):
     def requeue(self, messages: Sequence[dramatiq.MessageProxy]) -> None:  # type: ignore[override]
         """Put unstarted prefetched messages back at the head of their priority (worker shutdown)."""
         for message in messages:
+            self.broker.running.pop(message.message_id, None)
             self.broker.put_back(message)
             self.lanes.task_done()
             self.slots.release()
@@ -192,4 +196,6 @@ class MemoryConsumer(dramatiq.Consumer):
             self.slots.release()
             return None
         _, data = item
-        return _StubMessageProxy(dramatiq.Message.decode(data))
+        message = dramatiq.Message.decode(data)
+        self.broker.running[message.message_id] = data
+        return _StubMessageProxy(message)

@@ -1,7 +1,8 @@
 """The control plane's store on the memory broker: its ledger, queues, schedule and dead letters.
 
-Waiting counts and payloads are read from the broker's queues, delayed ones from its schedule, and
-dead letters from its dead-letter store; a dead letter's broker id is a number this process gave it.
+Waiting counts and payloads are read from the broker's queues, delayed ones from its schedule, a
+running job's from the messages its workers hold, and dead letters from its dead-letter store; a
+dead letter's broker id is a number this process gave it.
 """
 
 from __future__ import annotations
@@ -65,15 +66,15 @@ class MemoryControlStore:
 
     def message_data(self, record: JobRecord) -> bytes | None:
         if record.state == JobState.DEAD:
-            found = self.broker.dead.locate(record.id)
-            return found[2] if found is not None and found[0] == record.queue else None
-        if record.state in (JobState.DELAYED, JobState.RETRYING):
-            message = self.broker.schedule.find(record.id)
-            if message is not None:
-                return message.encode()
-        if record.state in (JobState.WAITING, JobState.DELAYED, JobState.RETRYING):
-            return self._waiting(record.queue, record.id, take=False)
-        return None
+            letter = self.broker.dead.locate(record.id)
+            return letter[2] if letter is not None and letter[0] == record.queue else None
+        if record.state not in (JobState.WAITING, JobState.ACTIVE, JobState.DELAYED, JobState.RETRYING):
+            return None
+        scheduled = self.broker.schedule.find(record.id)
+        if scheduled is not None:
+            return scheduled.encode()
+        # The ledger may lag the broker by one flush: look wherever the message can be.
+        return self._waiting(record.queue, record.id, take=False) or self.broker.running.get(record.id)
 
     def waiting_event_data(self, job_id: str) -> bytes | None:
         return self._waiting(EVENTS_QUEUE, job_id, take=False)
