@@ -140,7 +140,7 @@ class InvalidJobState(EventBusError):
 
 
 class ControlPlaneUnavailable(EventBusError):
-    """The control plane needs a broker that keeps a ledger (Redis or SQLite), not the in-memory test broker."""
+    """The control plane needs an eventbus broker (Redis, SQLite or memory), which keeps a ledger."""
 
 
 class MalformedMessage(EventBusError):

@@ -7,6 +7,7 @@ def test_vote_sends_confirmation():
         publish_event("vote.created", {...})
         bus.join()
         assert [e.topic for e in bus.published] == ["vote.created"]
+        assert bus.control.dead_letters().items == []   # jobs, dead letters, requeue: the control plane
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from types import TracebackType
 from typing import Any
 
 import dramatiq
-from dramatiq.brokers.stub import StubBroker
 
 from eventbus import signals
 from eventbus.app import declare_queues, install_extra_actors
 from eventbus.broker import make_broker, set_broker
+from eventbus.brokers.memory import MemoryBroker
+from eventbus.control import ControlPlane
 from eventbus.delivery import install_actors
 from eventbus.event import Event
 from eventbus.settings import Settings, get_settings, set_settings
@@ -52,6 +54,7 @@ class TestBus:
         self.dead_letters: list[DeadLetter] = []
         self._previous: Settings | None = None
         self._worker: dramatiq.Worker | None = None
+        self._control: ControlPlane | None = None
 
     def __enter__(self) -> TestBus:
         self._previous = get_settings()
@@ -78,17 +81,29 @@ class TestBus:
         set_settings(self._previous)
 
     def join(self, timeout_s: float = 10.0) -> None:
-        """Wait until every queue is empty and nothing runs, fan-outs and retries included."""
-        assert isinstance(self.broker, StubBroker) and self._worker is not None
+        """Wait until every queue and the schedule are empty and nothing runs, fan-outs, delays and retries
+        included."""
+        assert isinstance(self.broker, MemoryBroker) and self._worker is not None
         deadline = time.monotonic() + timeout_s
         while True:
             for queue in list(self.broker.get_declared_queues()):
                 self.broker.join(queue, timeout=max(1, int((deadline - time.monotonic()) * 1000)), fail_fast=False)
             self._worker.join()
-            if all(q.unfinished_tasks == 0 for q in self.broker.queues.values()):
+            if self.broker.schedule.count() == 0 and all(q.unfinished_tasks == 0 for q in self.broker.queues.values()):
+                writer = self.broker.stores.ledger
+                if writer is not None:  # the ledger shows every job as it ended
+                    writer.flush()
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"TestBus.join: queues not drained within {timeout_s} s")
+            time.sleep(0.005)  # a delayed message or a retry waits in the schedule
+
+    @property
+    def control(self) -> ControlPlane:
+        """The control plane of this bus: list jobs, read dead letters, requeue them (after :meth:`join`)."""
+        if self._control is None:
+            self._control = ControlPlane(self.broker, self.settings)
+        return self._control
 
     def _on_published(self, event: Event, **_: Any) -> None:
         self.published.append(event)

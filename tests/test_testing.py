@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 from eventbus import Event, Priority, declare_topic, publish_event, publish_many, subscribe
+from eventbus.control import JobState
+from eventbus.delivery import delivery_id
 from eventbus.subscriber import get_subscription, pattern_matches
 from eventbus.testing import TestBus
 
 declare_topic("library.book_borrowed")
 declare_topic("library.book_returned")
+declare_topic("library.book_lost")
 seen: list[tuple[str, str]] = []
 
 
@@ -26,6 +30,16 @@ def audit(event: Event) -> None:
 @subscribe("library.book_returned", name="library.broken", max_retries=2)
 def broken(event: Event) -> None:
     raise ValueError("shelf is full")
+
+
+found = threading.Event()
+
+
+@subscribe("library.book_lost", name="library.search", max_retries=1)
+def search(event: Event) -> None:
+    if not found.is_set():
+        raise LookupError(f"{event.payload['title']} is nowhere")
+    seen.append(("search", event.payload["title"]))
 
 
 def test_join_drains_fanout_and_deliveries_and_records_published_events():
@@ -68,3 +82,31 @@ def test_wildcard_patterns():
     assert not pattern_matches("model.*", "model")
     assert pattern_matches("*", "anything.at_all")
     assert get_subscription("library.audit") is not None
+
+
+def test_the_control_plane_lists_jobs_reads_a_dead_letter_and_requeues_it():
+    seen.clear()
+    found.clear()
+    with TestBus() as bus:
+        # Given a subscriber that fails both its attempts
+        event = publish_event("library.book_lost", {"title": "Emma"})
+        bus.join()
+        job_id = delivery_id(event.id, "library.search")
+        # Then its job is listed dead, and its dead letter says why
+        letter = bus.control.get_dead_letter(job_id)
+        assert (letter.subscription, letter.error, letter.attempts) == (
+            "library.search",
+            "LookupError: Emma is nowhere",
+            2,
+        )
+        assert [job.id for job in bus.control.list_jobs(letter.queue, JobState.DEAD).items] == [job_id]
+        assert bus.control.stats().queue(letter.queue).dead == 1
+        # When the subscriber is fixed and the dead letter requeued
+        found.set()
+        assert bus.control.requeue_dead_letters([job_id]).requeued == [job_id]
+        bus.join()
+        # Then it ran once more and completed, and no dead letter is left
+        job = bus.control.get_job(job_id)
+        assert (job.state, job.requeues, job.attempts) == (JobState.COMPLETED, 1, 1)
+        assert bus.control.dead_letters().items == []
+    assert ("search", "Emma") in seen

@@ -9,7 +9,7 @@ from eventbus.control import ControlPlane
 
 
 def app_control_plane(app: FastAPI) -> ControlPlane:
-    """Built on first use over the process broker; ControlPlaneUnavailable (503) when that is not Redis."""
+    """Built on first use over the process broker; ControlPlaneUnavailable (503) when it keeps no ledger."""
     plane: ControlPlane | None = getattr(app.state, "control_plane", None)
     if plane is None or plane.broker is not get_broker():
         plane = ControlPlane(get_broker(), app.state.settings)

@@ -64,7 +64,7 @@ __all__ = [
 
 
 class ControlPlane:
-    """Operations on the queues, jobs and dead letters of one broker (Redis or SQLite)."""
+    """Operations on the queues, jobs and dead letters of one broker (Redis, SQLite or memory)."""
 
     def __init__(self, broker: dramatiq.Broker, settings: Settings | None = None) -> None:
         self.broker = broker

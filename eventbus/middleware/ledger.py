@@ -33,7 +33,7 @@ logger = logging.getLogger("eventbus.ledger")
 
 
 class Ledger(dramatiq.Middleware):
-    """Writes waiting/delayed/active/retrying/completed/dead for every message of a Redis or SQLite broker."""
+    """Writes waiting/delayed/active/retrying/completed/dead for every message of the broker."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

@@ -1,9 +1,10 @@
 """Pause and resume a queue across every worker.
 
 The broker's fetch already hands out nothing for a paused queue (Redis: listed in
-``<ns>:__paused__``; SQLite: a row in ``paused``). This gate covers messages a worker fetched
-before the pause: when one reaches a worker thread, it goes back to the head of its priority
-(Redis list / SQLite row made visible at once) with its data kept, and is skipped. Each process refreshes
+``<ns>:__paused__``; SQLite: a row in ``paused``; memory: the broker's paused set). This gate
+covers messages a worker fetched before the pause: when one reaches a worker thread, it goes back
+to the head of its priority (Redis list / SQLite row made visible at once / memory queue) with its
+data kept, and is skipped. Each process refreshes
 its copy of the paused set every 100 ms, so no job of a paused queue starts more than ~100 ms
 after the pause; a message of a queue the copy still shows paused reads the set again before it is
 handed back, so a resume takes effect with the next fetch, not up to 100 ms later.

@@ -48,7 +48,7 @@ class Upkeep(dramatiq.Middleware):
 
         try:
             cp = ControlPlane(broker, self.settings)
-        except ControlPlaneUnavailable:  # the in-memory test broker keeps no control data
+        except ControlPlaneUnavailable:  # a broker from outside eventbus keeps no control data
             return
         self._name = worker_name()
         self._cp = cp

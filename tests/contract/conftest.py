@@ -53,7 +53,7 @@ class ContractBus:
 
     def dead_letters(self, queue: str) -> list[dramatiq.Message[Any]]:
         if self.kind == "memory":
-            return [m._message for m in self.broker.dead_letters_by_queue[queue]]
+            return self.broker.dead.messages(queue)
         if self.kind == "redis":
             raw = self.broker.client.hvals(self.broker.key(f"{queue}.XQ.msgs"))
             return [dramatiq.Message.decode(r) for r in raw]

@@ -1,6 +1,6 @@
 """One control plane, every store: stats, job states, dead letters, requeue, pause/resume, clean, health.
 
-The same tests run on ``redis`` and ``sqlite`` (the contract fixture); the memory broker keeps no ledger.
+The same tests run on ``memory``, ``sqlite`` and ``redis`` (the contract fixture).
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from eventbus.middleware.ledger import Ledger
 from eventbus.middleware.upkeep import Upkeep
 from tests.apps import contract_control as app
 from tests.conftest import wait_for
-
-pytestmark = pytest.mark.kinds("sqlite", "redis")
 
 
 @pytest.fixture
@@ -307,3 +305,17 @@ def test_workers_enforce_retention_on_a_schedule(contract_bus, cp):
     # And only the newest 3 completed records of cc_ok are kept
     wait_for(lambda: cp.stats().queue("cc_ok").completed == 3, 10)
     assert len(cp.list_jobs("cc_ok", "completed").items) == 3
+
+
+def test_a_running_job_shows_its_payload(contract_bus, cp):
+    # Given a worker running a job of 1.5 s
+    contract_bus.start()
+    event = publish_event("cc.slow", {"n": 1, "sleep_ms": 1500})
+    job_id = delivery_id(event.id, "cc_slow")
+    wait_for(lambda: job_id in [j.id for j in cp.list_jobs("cc_slow", "active").items], 30)
+    # When it is looked up while it runs
+    job = cp.get_job(job_id)
+    # Then it is active and shows what it runs
+    assert job.state == JobState.ACTIVE and job.payload is not None
+    assert job.payload["kwargs"]["subscription"] == "cc_slow"
+    wait_for(lambda: cp.get_job(job_id).state == JobState.COMPLETED, 30)

@@ -12,8 +12,6 @@ from collections import Counter
 from dataclasses import replace
 from typing import Any
 
-import pytest
-
 from eventbus.app import install_extra_actors
 from eventbus.delivery import build_message
 from eventbus.mail import get_send_record, mail_stats, send_bulk_email, send_email
@@ -129,7 +127,6 @@ def test_a_bulk_send_of_2000_gives_2000_distinct_emails_none_twice(contract_bus,
     assert mail_stats().get("sent") == 2000 and get_send_record("c3:fan1999@example.com") is not None
 
 
-@pytest.mark.kinds("sqlite", "redis")
 def test_a_chunk_keeps_the_email_queue_rate_in_emails_not_jobs(contract_bus, smtp_server):
     # Given an email queue limited to 20 emails a second, and one chunk of 16
     use_settings(contract_bus, smtp_server, email_rate=Rate(20, 1), mail_chunk_size=50)
@@ -186,7 +183,6 @@ def test_a_critical_email_overtakes_the_backlog_of_a_bulk_send(contract_bus, smt
     wait_for(lambda: len(smtp_server.received) >= 401, 60)
 
 
-@pytest.mark.kinds("sqlite", "redis")
 def test_a_rate_limited_chunk_hands_its_slot_to_a_critical_email(contract_bus, smtp_server):
     # Given an email queue of one at a time, 20 a second, busy with a bulk chunk of 80 (4 s of sending)
     use_settings(contract_bus, smtp_server, email_rate=Rate(20, 1), email_cap=1)

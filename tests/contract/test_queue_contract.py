@@ -1,4 +1,4 @@
-"""Scheduled work and queue limits, the same on every durable broker: list and cancel, rate limits, caps."""
+"""Scheduled work and queue limits, the same on every broker: list and cancel, rate limits, caps."""
 
 from __future__ import annotations
 
@@ -8,16 +8,12 @@ import time
 from datetime import timedelta
 
 import dramatiq
-import pytest
 from dramatiq.middleware import SkipMessage
 
 from eventbus import cancel, publish_event, publish_many, scheduled
 from eventbus.delivery import EVENTS_QUEUE
-from eventbus.errors import ConfigError
 from tests.apps import contract as app
 from tests.conftest import wait_for
-
-pytestmark = pytest.mark.kinds("sqlite", "redis")
 
 
 def test_scheduled_events_are_listed_soonest_first_and_a_cancelled_one_never_runs(contract_bus):
@@ -140,11 +136,3 @@ def test_a_freed_cap_slot_goes_to_the_most_urgent_job_waiting(contract_bus):
     for thread in threads:
         thread.join(10)
     assert not any(thread.is_alive() for thread in threads)
-
-
-@pytest.mark.kinds("memory")
-def test_the_memory_broker_says_how_to_get_a_listable_schedule(contract_bus):
-    with pytest.raises(ConfigError, match="use a sqlite:/// or redis:// broker"):
-        scheduled()
-    with pytest.raises(ConfigError, match="use a sqlite:/// or redis:// broker"):
-        cancel("anything")

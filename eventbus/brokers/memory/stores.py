@@ -2,46 +2,47 @@
 
 from __future__ import annotations
 
-import threading
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from eventbus.brokers.memory_inbox import MemoryInbox
-from eventbus.brokers.memory_records import MemoryRecords
-from eventbus.errors import ControlPlaneUnavailable
+from eventbus.brokers.memory.inbox import MemoryInbox
+from eventbus.brokers.memory.send_records import MemoryRecords
 from eventbus.ledger_writer import LedgerWriter
+from eventbus.retention import Retention
 from eventbus.settings import Settings
-from eventbus.stores import ControlStore, Stores
+from eventbus.stores import Stores
 
 if TYPE_CHECKING:
-    from eventbus.brokers.memory import MemoryBroker
+    from eventbus.brokers.memory.broker import MemoryBroker
+    from eventbus.brokers.memory.control import MemoryControlStore
+    from eventbus.brokers.memory.limits import MemoryLimits
+    from eventbus.brokers.memory.schedule import MemorySchedule
 
 
 class MemoryPause:
-    """Paused queues of one memory broker; a handed-back message goes to the end of its queue."""
+    """Paused queues of one memory broker; a handed-back message goes to the head of its priority."""
 
     def __init__(self, broker: MemoryBroker) -> None:
         self.broker = broker
-        self.lock = threading.Lock()
 
     def paused(self) -> set[str]:
-        with self.lock:
-            return set(self.broker.paused)
+        return self.broker.paused_queues()
 
     def put_back(self, message: Any) -> None:
-        self.broker.queues[message.queue_name].put(message._message.encode())
+        self.broker.put_back(message)
 
     def forget(self, paused: set[str]) -> None:
         """Nothing kept per queue."""
 
 
 class MemoryStores(Stores):
-    """The stores of one :class:`MemoryBroker`: no durable schedule, limits or crash recovery."""
+    """The stores of one :class:`MemoryBroker`; no crash recovery (nothing outlives the process)."""
 
     def __init__(self, broker: MemoryBroker, settings: Settings) -> None:
         self.broker = broker
         self.settings = settings
         self.namespace = broker.namespace
+        self.retention = Retention.from_settings(settings)
 
     @property
     def owner(self) -> str:
@@ -50,15 +51,15 @@ class MemoryStores(Stores):
     def location(self) -> str:
         return "in this process"
 
-    @property
+    @cached_property
     def ledger(self) -> LedgerWriter | None:
-        return None
+        if not self.settings.ledger:
+            return None
+        return LedgerWriter(self.broker.ledger.with_retention(self.retention))
 
     @property
-    def control(self) -> ControlStore:
-        raise ControlPlaneUnavailable(
-            "the memory:// broker keeps no control-plane store; set EVENTBUS_BROKER_URL=sqlite:///path.db or redis://…"
-        )
+    def control(self) -> MemoryControlStore:
+        return self.broker.control_store
 
     @cached_property
     def send_records(self) -> MemoryRecords:
@@ -69,12 +70,12 @@ class MemoryStores(Stores):
         return MemoryInbox()
 
     @property
-    def schedule(self) -> None:
-        return None
+    def schedule(self) -> MemorySchedule:
+        return self.broker.schedule
 
     @property
-    def limits(self) -> None:
-        return None
+    def limits(self) -> MemoryLimits:
+        return self.broker.limits
 
     @property
     def recovery(self) -> None:
