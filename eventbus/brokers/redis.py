@@ -11,7 +11,6 @@ import collections
 import itertools
 import logging
 import time
-import traceback
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -33,6 +32,7 @@ from eventbus.brokers.redis_limits import RedisLimits
 from eventbus.brokers.redis_reconnect import REDIS_ERRORS, InHand
 from eventbus.brokers.redis_recovery import RedisRecovery, patch_dispatch_for_recovery
 from eventbus.brokers.redis_schedule import RedisSchedule
+from eventbus.deadletter import nacked_options
 from eventbus.delivery import EVENTS_QUEUE
 from eventbus.ledger import Completion, make_full
 from eventbus.ledger_redis import LEDGER_COMPLETIONS, LEDGER_EPILOGUE, LEDGER_PRELUDE, RedisLedger, Retention
@@ -639,13 +639,7 @@ class _Consumer(_RedisConsumer):
 
     def nack(self, message: dramatiq.MessageProxy) -> None:
         exception = getattr(message, "_exception", None)
-        options: dict[str, Any] = {"dead_at": int(time.time() * 1000)}
-        if exception is not None:
-            options["error"] = f"{type(exception).__name__}: {exception}"
-            options["error_type"] = type(exception).__name__
-            if "traceback" not in message.options:
-                options["traceback"] = "".join(traceback.format_exception(exception, limit=30))
-        data = message._message.copy(options=options).encode()
+        data = message._message.copy(options=nacked_options(message.options, exception)).encode()
         redis_id = message.options["redis_message_id"]
         try:
             self.broker.writes.flush()  # its start mark first: the nack script clears it

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-import traceback
 from collections import deque
 from collections.abc import Callable, Iterable
 from functools import wraps
@@ -23,6 +22,7 @@ from dramatiq.common import current_millis, q_name
 from eventbus.brokers import malformed, poison
 from eventbus.brokers import sqlite_recovery as recovery
 from eventbus.brokers import sqlite_schema as schema
+from eventbus.deadletter import nacked_options
 from eventbus.errors import StoreBusy
 from eventbus.settings import get_settings
 
@@ -147,13 +147,7 @@ class SQLiteConsumer(dramatiq.Consumer):
         row_id = _row(message)
         exception = getattr(message, "_exception", None)
         now = current_millis()
-        options: dict[str, Any] = {"dead_at": now}
-        if exception is not None:
-            options["error"] = f"{type(exception).__name__}: {exception}"
-            options["error_type"] = type(exception).__name__
-            if "traceback" not in message.options:
-                options["traceback"] = "".join(traceback.format_exception(exception, limit=30))
-        dead = message._message.copy(options=options)
+        dead = message._message.copy(options=nacked_options(message.options, exception, now))
         with self.store.transaction() as conn:
             recovery.remove_rows(conn, [row_id])
             conn.execute(
