@@ -5,20 +5,24 @@ The same tests run on ``redis`` and ``sqlite`` (the contract fixture); the memor
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from eventbus import publish_event, publish_many
 from eventbus.control import ControlPlane, DeadLetterFilter, HealthStatus, JobState
+from eventbus.deadletter import DeadReason
 from eventbus.delivery import EVENTS_QUEUE, FANOUT_ACTOR, build_message, delivery_id
 from eventbus.errors import InvalidJobState, JobNotFound, QueueNotFound
 from eventbus.ledger import Completion, now_ms, transition
 from eventbus.middleware.ledger import Ledger
 from eventbus.middleware.upkeep import Upkeep
 from tests.apps import contract_control as app
-from tests.conftest import wait_for
+from tests.conftest import ROOT, WorkerProcess, wait_for
+from tests.contract.invariants import assert_invariants
 
 pytestmark = pytest.mark.kinds("sqlite", "redis")
 
@@ -36,6 +40,7 @@ def dead_deliveries(cp: ControlPlane, n: int) -> list[str]:
     wait_for(lambda: sum(t.failed for t in cp.stats().topics) >= n, 60)
     wait_for(lambda: cp.stats().queue("cc_ok").completed >= n, 30)
     wait_for(lambda: cp.stats().queue("cc_dead").dead >= n, 30)  # the nack and the ledger write land apart
+    assert_invariants(cp)
     return [delivery_id(e.id, "cc_broken") for e in events]
 
 
@@ -55,7 +60,7 @@ def test_stats_dead_letters_and_a_requeue_that_runs_each_letter_once(contract_bu
     letters = cp.dead_letters(queue="cc_dead", limit=100).items
     assert sorted(d.job_id for d in letters) == sorted(ids)
     for letter in letters:
-        assert letter.subscription == "cc_broken" and letter.attempts == 3
+        assert letter.subscription == "cc_broken" and letter.attempts == 3 and letter.reason == DeadReason.FAILED
         assert f"cc_broken cannot handle {letter.event_id}" in (letter.traceback or "")
         assert letter.error == f"RuntimeError: cc_broken cannot handle {letter.event_id}"
     assert [d.job_id for d in cp.dead_letters(subscription="cc_broken", limit=100).items] == [d.job_id for d in letters]
@@ -79,6 +84,8 @@ def test_stats_dead_letters_and_a_requeue_that_runs_each_letter_once(contract_bu
     assert (job.state, job.requeues, job.attempts) == (JobState.COMPLETED, 1, 1)
     # And a second requeue finds nothing to do
     assert cp.requeue_dead_letters(everything=True).requeued == []
+    # And every invariant holds
+    assert_invariants(cp)
 
 
 def test_a_job_moves_waiting_active_retrying_completed(contract_bus, cp):
@@ -117,6 +124,8 @@ def test_a_job_moves_waiting_active_retrying_completed(contract_bus, cp):
     assert job.started_at_ms and job.finished_at_ms and job.finished_at_ms >= job.started_at_ms
     assert [h.state for h in job.history][-2:] == [JobState.ACTIVE, JobState.COMPLETED]
     assert cp.list_jobs("cc_flaky", "completed").items[0].id == job_id
+    # And every invariant holds
+    assert_invariants(cp)
 
 
 def test_pause_holds_jobs_waiting_and_resume_runs_them(contract_bus, cp):
@@ -137,6 +146,8 @@ def test_pause_holds_jobs_waiting_and_resume_runs_them(contract_bus, cp):
     assert (stats.waiting, stats.paused, cp.paused()) == (0, False, [])
     with pytest.raises(QueueNotFound):
         cp.pause("no_such_queue")
+    # And every invariant holds
+    assert_invariants(cp)
 
 
 def test_pause_stops_new_starts_within_250_ms_even_of_fetched_jobs(contract_bus, cp):
@@ -158,6 +169,8 @@ def test_pause_stops_new_starts_within_250_ms_even_of_fetched_jobs(contract_bus,
     time.sleep(0.3)
     assert {k: n for k, n in app.CALLS.items() if k.startswith("cc_slow|")} == {f"cc_slow|{e.id}": 1 for e in events}
     assert len(app.STARTS) == 40
+    # And every invariant holds
+    assert_invariants(cp)
 
 
 def test_clean_purge_and_a_late_waiting_write(contract_bus, cp):
@@ -183,6 +196,8 @@ def test_clean_purge_and_a_late_waiting_write(contract_bus, cp):
     assert record.state == JobState.ACTIVE and record.worker == "w:1"
     assert "E1" not in [j.id for j in cp.list_jobs(EVENTS_QUEUE, "waiting").items]
     assert cp.store.apply([transition(message.copy(options={"retries": 1}), JobState.WAITING, 2)]) == 1
+    # And every invariant holds
+    assert_invariants(cp)
 
 
 def test_a_compact_write_creates_a_whole_record_and_keeps_the_fixed_fields_of_one(cp):
@@ -220,6 +235,8 @@ def test_a_compact_write_creates_a_whole_record_and_keeps_the_fixed_fields_of_on
         "w:2",
     )
     assert [h.state for h in record.history] == [JobState.ACTIVE, JobState.COMPLETED] and record.started_at_ms == 5_000
+    # And every invariant holds
+    assert_invariants(cp)
 
 
 def test_health_sees_the_broker_the_thresholds_and_live_workers(contract_bus, cp):
@@ -237,6 +254,8 @@ def test_health_sees_the_broker_the_thresholds_and_live_workers(contract_bus, cp
     report = cp.health(max_failed=2)
     assert report.status == HealthStatus.DEGRADED
     assert any(r.startswith("3 failed jobs in dead letters (threshold 2): cc_dead 3") for r in report.reasons)
+    # And every invariant holds
+    assert_invariants(cp)
 
 
 def test_replay_remove_and_retry_one_job(contract_bus, cp):
@@ -273,6 +292,8 @@ def test_replay_remove_and_retry_one_job(contract_bus, cp):
     wait_for(lambda: cp.get_job(dead).state == JobState.COMPLETED, 30)
     with pytest.raises(InvalidJobState):
         cp.retry_job(dead)
+    # And every invariant holds
+    assert_invariants(cp)
 
 
 def test_scheduled_events_count_as_delayed_until_they_are_due(contract_bus, cp):
@@ -284,6 +305,8 @@ def test_scheduled_events_count_as_delayed_until_they_are_due(contract_bus, cp):
     # Then stats count them as delayed, apart from the one waiting
     stats = cp.stats().queue(EVENTS_QUEUE)
     assert (stats.delayed, stats.waiting) == (3, 1)
+    # And every invariant holds
+    assert_invariants(cp)
 
 
 def test_workers_enforce_retention_on_a_schedule(contract_bus, cp):
@@ -304,3 +327,63 @@ def test_workers_enforce_retention_on_a_schedule(contract_bus, cp):
     # And only the newest 3 completed records of cc_ok are kept
     wait_for(lambda: cp.stats().queue("cc_ok").completed == 3, 10)
     assert len(cp.list_jobs("cc_ok", "completed").items) == 3
+    # And every invariant holds
+    assert_invariants(cp)
+
+
+def start_poison_worker(contract_bus, tmp_path: Path, n: int) -> WorkerProcess:
+    """A worker process of one thread on the contract bus, quick to notice a dead worker (lease, heartbeat)."""
+    url = contract_bus.settings.broker_url + ("?lease_s=2" if contract_bus.kind == "sqlite" else "")
+    env = dict(
+        os.environ,
+        EVENTBUS_BROKER_URL=url,
+        EVENTBUS_NAMESPACE=contract_bus.settings.namespace,
+        EVENTBUS_SUBSCRIBERS=app.__name__,
+        EVENTBUS_DEFAULT_SUBSCRIBERS="0",
+        EVENTBUS_HEARTBEAT_TIMEOUT_S="2",
+        EVENTBUS_HEARTBEAT_INTERVAL_S="0.5",
+        PYTHONPATH=str(ROOT),
+        dramatiq_worker_timeout="100",
+    )
+    args = ["-p", "1", "-t", "1", "--worker-shutdown-timeout", "20000"]
+    worker = WorkerProcess(env, args, tmp_path / f"poison-worker-{n}.log")
+    wait_for(lambda: "eventbus worker: broker" in worker.output(), 60, worker)
+    return worker
+
+
+@pytest.mark.slow
+def test_a_message_that_kills_its_worker_is_a_worker_lost_letter_with_its_runs(contract_bus, cp, tmp_path, monkeypatch):
+    # Given innocent cc.poison events queued with one that SIGKILLs its worker 200 ms into every run
+    monkeypatch.setenv(app.RUNS_FILE_ENV, str(tmp_path / "runs.txt"))
+    innocent = publish_many([("cc.poison", {"n": i}) for i in range(3)])
+    killer = publish_event("cc.poison", {"kill": True, "kill_after_ms": 200})
+    # When a supervised worker process (started again whenever it dies) runs until the killer is dead-lettered
+    workers = [start_poison_worker(contract_bus, tmp_path, 0)]
+    deadline = time.monotonic() + 120
+    try:
+        while not cp.dead_letters(queue="cc_poison").items:
+            assert time.monotonic() < deadline, workers[-1].output()[-3000:]
+            if workers[-1].proc.poll() is not None:
+                assert len(workers) <= 5, "the poison message was redelivered more than 4 times"
+                workers.append(start_poison_worker(contract_bus, tmp_path, len(workers)))
+            time.sleep(0.1)
+        if workers[-1].proc.poll() is not None:
+            workers.append(start_poison_worker(contract_bus, tmp_path, len(workers)))
+        # Then its dead letter says why, and that it ran 3 times (its start mark was written before each death)
+        letter = cp.get_dead_letter(delivery_id(killer.id, "cc_poison"))
+        assert (letter.reason, letter.error_type) == (DeadReason.WORKER_LOST, "WorkerLost")
+        assert letter.attempts == app.runs()[f"cc_poison|{killer.id}"] == 3
+        listed = cp.dead_letters(queue="cc_poison").items
+        assert [(d.job_id, d.reason, d.attempts) for d in listed] == [(letter.job_id, DeadReason.WORKER_LOST, 3)]
+        # And the innocent events are delivered, and the queue counts nothing as delayed any more
+        wait_for(lambda: all(app.runs()[f"cc_poison|{e.id}"] for e in innocent), 60, workers[-1])
+        wait_for(lambda: cp.stats().queue("cc_poison").waiting == 0, 30, workers[-1])
+        assert cp.stats().queue("cc_poison").delayed == 0
+        if contract_bus.kind == "redis":  # the count the promoter decrements is back at zero, not below
+            scheduled = contract_bus.broker.client.hget(contract_bus.broker.key("schedule.counts"), "cc_poison")
+            assert int(scheduled or 0) == 0
+        # And every invariant holds
+        assert_invariants(cp)
+    finally:
+        for worker in workers:
+            worker.terminate()
