@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 import dramatiq
 from dramatiq.common import current_millis, q_name
 
-from eventbus.brokers import malformed, poison
+from eventbus.brokers import Message, malformed, poison
 from eventbus.brokers import sqlite_recovery as recovery
 from eventbus.brokers import sqlite_schema as schema
 from eventbus.deadletter import nacked_options
 from eventbus.errors import StoreBusy
+from eventbus.middleware.ledger import ledger_writer
 from eventbus.settings import get_settings
 
 if TYPE_CHECKING:
@@ -212,6 +213,7 @@ class SQLiteConsumer(dramatiq.Consumer):
             self._quiet_until = time.monotonic() + QUIET_S
             return
         lease_until = now + int(self.broker.lease_s * 1000)
+        dead: list[Message] = []
         with self.store.transaction() as tx:
             rows = tx.execute(schema.FETCH, {**params, "now": current_millis()}).fetchall()
             fetched = len(rows)
@@ -221,9 +223,13 @@ class SQLiteConsumer(dramatiq.Consumer):
                     f"UPDATE messages SET visible_at = ?, lease_owner = ? WHERE id IN ({_marks(ids)})",
                     [lease_until, self.broker.owner, *ids],
                 )
-                held_back = self._handle_suspects(tx, rows)
+                held_back, dead = self._handle_suspects(tx, rows)
                 rows = [row for row in rows if row[0] not in held_back]
                 ids = [row[0] for row in rows]
+        writer = ledger_writer(self.broker) if dead else None
+        if writer is not None:
+            for message in dead:
+                writer.add(poison.dead_record(message))
         self.leases.add(ids)
         # A full batch may mean more is waiting: fetch again as soon as there is room. Otherwise the
         # next fetch waits for a commit, or for the next delayed row or expired lease to fall due.
@@ -247,10 +253,10 @@ class SQLiteConsumer(dramatiq.Consumer):
         nxt = conn.execute(schema.NEXT_VISIBLE, params).fetchone()[0]
         return int(nxt) if nxt is not None else int(params["now"]) + 60_000
 
-    def _handle_suspects(self, tx: sqlite3.Connection, rows: list[Any]) -> set[int]:
+    def _handle_suspects(self, tx: sqlite3.Connection, rows: list[Any]) -> tuple[set[int], list[Message]]:
         """Rows whose worker died running them: dead-letter those lost ``max_lost_deliveries`` times,
         hand out the first other one and put the rest back ``suspect_spread_ms`` apart. Returns the
-        ids not handed out."""
+        ids not handed out, and the dead letters written."""
         suspects = self.broker.runs.count_lost(tx, [row[0] for row in rows])
         poisoned = {row_id: lost for row_id, lost in suspects.items() if lost >= self.max_lost}
         later = sorted(set(suspects) - set(poisoned))[1:]
@@ -260,6 +266,7 @@ class SQLiteConsumer(dramatiq.Consumer):
                 "UPDATE messages SET visible_at = ?, lease_owner = NULL WHERE id = ?",
                 (now + i * self.suspect_spread_ms, row_id),
             )
+        dead_letters: list[Message] = []
         for row_id, data, _ in rows:
             if row_id not in poisoned:
                 continue
@@ -268,6 +275,7 @@ class SQLiteConsumer(dramatiq.Consumer):
             except malformed.MalformedMessage:
                 continue  # handed out, then dead-lettered as malformed
             dead = poison.worker_lost(message.copy(queue_name=self.queue_name), poisoned[row_id])
+            dead_letters.append(dead)
             recovery.remove_rows(tx, [row_id])
             tx.execute(
                 schema.INSERT_DEAD,
@@ -280,7 +288,7 @@ class SQLiteConsumer(dramatiq.Consumer):
                 self.queue_name,
                 dead.options["error"],
             )
-        return set(poisoned) | set(later)
+        return set(poisoned) | set(later), dead_letters
 
     def _dead_letter_malformed(self, bad: list[tuple[int, bytes, str]]) -> None:
         """Move rows that are not usable messages to ``dead_letters`` (reason ``malformed``), raw bytes kept."""

@@ -28,7 +28,9 @@ from typing import Any
 import dramatiq
 
 from eventbus import cron, signals
+from eventbus.brokers import poison
 from eventbus.event import Event
+from eventbus.middleware.ledger import ledger_writer
 from eventbus.middleware.limits import LEASES
 from eventbus.settings import Settings
 
@@ -115,7 +117,10 @@ class Housekeeping(dramatiq.Middleware):
                 done.recovered,
                 done.dead_workers,
             )
+        writer = ledger_writer(broker) if done.poisoned else None
         for message in done.poisoned:
+            if writer is not None:
+                writer.add(poison.dead_record(message))
             logger.error(
                 "dead-lettered message %s (%s) on queue %r: %s",
                 message.message_id,

@@ -375,6 +375,9 @@ def test_a_message_that_kills_its_worker_is_a_worker_lost_letter_with_its_runs(c
         assert letter.attempts == app.runs()[f"cc_poison|{killer.id}"] == 3
         listed = cp.dead_letters(queue="cc_poison").items
         assert [(d.job_id, d.reason, d.attempts) for d in listed] == [(letter.job_id, DeadReason.WORKER_LOST, 3)]
+        # And its job is dead after 3 attempts, not left active by the run that killed the worker
+        wait_for(lambda: cp.get_job(letter.job_id).state == JobState.DEAD, 10)
+        assert cp.get_job(letter.job_id).attempts == 3 and cp.stats().queue("cc_poison").active == 0
         # And the innocent events are delivered, and the queue counts nothing as delayed any more
         wait_for(lambda: all(app.runs()[f"cc_poison|{e.id}"] for e in innocent), 60, workers[-1])
         wait_for(lambda: cp.stats().queue("cc_poison").waiting == 0, 30, workers[-1])
