@@ -7,6 +7,7 @@ import enum
 from dataclasses import asdict, dataclass, field
 from typing import Any, Generic, TypeVar
 
+from eventbus.deadletter import DeadReason
 from eventbus.errors import EventBusError
 
 T = TypeVar("T")
@@ -73,11 +74,15 @@ class Page(Generic[T]):
 
 @dataclass(frozen=True)
 class DeadLetter:
-    """A job that ran out of attempts, as kept in its queue's dead letters (details of the final attempt)."""
+    """A job that ran out of attempts, as kept in its queue's dead letters (details of the final attempt).
+
+    ``reason`` says why it stopped; ``attempts`` is how many times it ran (0: never, e.g. malformed).
+    """
 
     job_id: str
     queue: str
     actor: str
+    reason: DeadReason
     subscription: str | None
     event_id: str | None
     topic: str | None
@@ -91,7 +96,9 @@ class DeadLetter:
     dead_at_ms: int
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["reason"] = self.reason.value
+        return out
 
 
 @dataclass(frozen=True)

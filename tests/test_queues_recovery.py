@@ -77,7 +77,8 @@ def test_a_message_that_kills_its_worker_is_dead_lettered_after_three_lost_deliv
     [dead] = dead_letters(redis_client, namespace, "poison")
     assert dead.message_id != killer.id  # the delivery's id, derived from the event id
     assert dead.kwargs["event"]["id"] == killer.id
-    assert dead.options["dead_reason"] == WORKER_LOST and dead.options["lost_deliveries"] == 3
+    assert dead.options["reason"] == WORKER_LOST and dead.options["lost_deliveries"] == 3
+    assert dead.options["attempts"] == 3  # every run that died after its start mark was written
     assert "died 3 times" in dead.options["error"]
     # and it is not delivered again, while every innocent job completes
     if worker.proc.poll() is not None:

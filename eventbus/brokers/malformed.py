@@ -20,12 +20,13 @@ from typing import Any
 import dramatiq
 
 from eventbus.brokers import Message
+from eventbus.deadletter import DeadReason, dead_letter_options
 from eventbus.errors import MalformedMessage as MalformedMessage  # re-exported for the consumers
 
 logger = logging.getLogger("eventbus.malformed")
 
 MALFORMED_ACTOR = "eventbus.malformed"
-MALFORMED = "malformed"
+MALFORMED = DeadReason.MALFORMED
 RAW_KEEP_BYTES = 64 * 1024
 
 _FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -68,19 +69,23 @@ def dead_letter(data: bytes | str, queue_name: str, error: str, message_id: str 
         actor_name=MALFORMED_ACTOR,
         args=(),
         kwargs={},
-        options={
-            "reason": MALFORMED,
-            "error": f"MalformedMessage: {error}",
-            "error_type": "MalformedMessage",
-            "dead_at": int(time.time() * 1000),
-            "raw_bytes": len(raw),
-            "raw_b64": base64.b64encode(raw[:RAW_KEEP_BYTES]).decode(),
-            "raw_truncated": len(raw) > RAW_KEEP_BYTES,
-            **({"redis_message_id": message_id} if message_id else {}),
-        },
+        options=dead_letter_options(
+            DeadReason.MALFORMED,
+            attempts=0,  # never ran: no worker could read it
+            error=f"MalformedMessage: {error}",
+            error_type="MalformedMessage",
+            raw_bytes=len(raw),
+            raw_b64=base64.b64encode(raw[:RAW_KEEP_BYTES]).decode(),
+            raw_truncated=len(raw) > RAW_KEEP_BYTES,
+            **_redis_id(message_id),
+        ),
         message_id=message_id or str(uuid.uuid4()),
         message_timestamp=int(time.time() * 1000),
     )
+
+
+def _redis_id(message_id: str | None) -> dict[str, Any]:
+    return {"redis_message_id": message_id} if message_id else {}
 
 
 def log_malformed(queue_name: str, error: str) -> None:

@@ -5,22 +5,24 @@ from __future__ import annotations
 from typing import Any
 
 import dramatiq
-from dramatiq.common import current_millis
 
-WORKER_LOST = "worker_lost"
+from eventbus.deadletter import DeadReason, worker_lost_options
+from eventbus.ledger import JobState, transition
+
+WORKER_LOST = DeadReason.WORKER_LOST
 
 
 def worker_lost(message: dramatiq.Message[Any], lost: int, now_ms: int | None = None) -> dramatiq.Message[Any]:
     """``message`` as dead-lettered after its worker died ``lost`` times while running it."""
-    return message.copy(
-        options={
-            "dead_reason": WORKER_LOST,
-            "error_type": "WorkerLost",
-            "error": (
-                f"WorkerLost: the worker running this message died {lost} times (SIGKILL, out of memory or "
-                "a crash); it was dead-lettered instead of being delivered again"
-            ),
-            "lost_deliveries": lost,
-            "dead_at": current_millis() if now_ms is None else now_ms,
-        }
+    return message.copy(options=worker_lost_options(message.options, lost, now_ms))
+
+
+def dead_record(dead: dramatiq.Message[Any]) -> dict[str, Any]:
+    """The ledger write that moves the job of a worker-lost letter from ``active`` (its last run) to ``dead``.
+
+    No worker survives to write it: whoever dead-letters the message does.
+    """
+    options = dead.options
+    return transition(
+        dead, JobState.DEAD, int(options["attempts"]), finished_at_ms=options["dead_at"], error=options["error"]
     )

@@ -247,10 +247,11 @@ def dlq_list(
         return
     from rich.table import Table
 
-    table = Table("job id", "queue", "subscription / actor", "attempts", "dead at", "error", title="dead letters")
+    table = Table("job id", "queue", "subscription / actor", "reason", "attempts", "dead at", "error",
+                  title="dead letters")  # fmt: skip
     for d in page.items:
-        table.add_row(d.job_id, d.queue, d.subscription or d.actor, str(d.attempts), when(d.dead_at_ms),
-                      (d.error or "")[:60])  # fmt: skip
+        table.add_row(d.job_id, d.queue, d.subscription or d.actor, d.reason.value, str(d.attempts),
+                      when(d.dead_at_ms), (d.error or "")[:60])  # fmt: skip
     show(table)
     if page.next_cursor:
         click.echo(f"more: --cursor {page.next_cursor}")
@@ -269,6 +270,7 @@ def dlq_show(job_id: str, as_json: bool) -> None:
     from rich.table import Table
 
     table = Table(show_header=False, title=f"dead letter {letter.job_id}")
+    table.add_row("reason", letter.reason.value)
     for key in ("queue", "actor", "subscription", "event_id", "topic", "attempts", "error"):
         table.add_row(key, str(getattr(letter, key)))
     table.add_row("enqueued at", when(letter.enqueued_at_ms))

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import dramatiq
 
 from eventbus.clock import now_ms
+from eventbus.deadletter import DeadReason, attempts_of, reason_of
 from eventbus.errors import DeadLetterNotFound, EventBusError
 from eventbus.ledger import JobState, canonical_queue
 from eventbus.reports import DeadLetter, DeadLetterFilter, Page, RequeueResult, decode_cursor, next_cursor
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 # Options that belong to one run of a message, not to the job: dropped when a dead letter is requeued.
 _RUN_OPTIONS = frozenset(
     {"redis_message_id", "retries", "traceback", "eta", "error", "error_type", "dead_at", "requeue_timestamp"}
-    | {"attempts"}
+    | {"attempts", "reason", "dead_reason", "lost_deliveries"}
 )
 
 _Entry = tuple[float, str, str, bytes | None]  # (-score, queue, broker id, data)
@@ -36,13 +37,16 @@ def to_dead_letter(queue: str, score: float, data: bytes) -> DeadLetter:
         m = dramatiq.Message.decode(data)
     except Exception as exc:
         return DeadLetter(
-            "?", queue, "?", None, None, None, [], {}, f"undecodable: {exc}", None, None, 0, 0, int(score)
-        )
+            "?", queue, "?", DeadReason.MALFORMED, None, None, None, [], {}, f"undecodable: {exc}", None, None, 0,
+            0, int(score),
+        )  # fmt: skip
     o = m.options
+    reason = reason_of(o, m.actor_name)
     return DeadLetter(
         job_id=m.message_id,
         queue=canonical_queue(m.queue_name),
         actor=m.actor_name,
+        reason=reason,
         subscription=o.get("subscription"),
         event_id=o.get("event_id"),
         topic=o.get("topic"),
@@ -51,10 +55,17 @@ def to_dead_letter(queue: str, score: float, data: bytes) -> DeadLetter:
         error=o.get("error"),
         error_type=o.get("error_type"),
         traceback=o.get("traceback"),
-        attempts=int(o.get("attempts") or o.get("retries") or 1),
+        attempts=_attempts(o, reason),
         enqueued_at_ms=int(m.message_timestamp),
         dead_at_ms=int(o.get("dead_at") or score),
     )
+
+
+def _attempts(options: dict[str, Any], reason: DeadReason) -> int:
+    """Runs of a stored letter; a worker-lost letter stored before ``attempts`` was gets its lost runs added."""
+    if options.get("attempts") is None and reason == DeadReason.WORKER_LOST:
+        return int(options.get("retries") or 0) + int(options.get("lost_deliveries") or 0)
+    return attempts_of(options, reason)
 
 
 def _iter_queue(cp: ControlPlane, queue: str, top: float, batch: int = 200) -> Iterator[_Entry]:

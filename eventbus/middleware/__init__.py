@@ -7,11 +7,11 @@ from dramatiq.middleware import AsyncIO, CurrentMessage
 from dramatiq.middleware import default_middleware as dramatiq_defaults
 from dramatiq.middleware.retries import Retries
 
+from eventbus.middleware.deadletter import DeadLetterOptions
 from eventbus.middleware.housekeeping import Housekeeping
 from eventbus.middleware.ledger import Ledger
 from eventbus.middleware.lifecycle import Lifecycle
 from eventbus.middleware.limits import QueueLimits
-from eventbus.middleware.malformed import MalformedReason
 from eventbus.middleware.outbox import OutboxRelay
 from eventbus.middleware.pause import PauseGate
 from eventbus.middleware.reconnect import Reconnect
@@ -43,6 +43,6 @@ def default_middleware(settings: Settings) -> list[dramatiq.Middleware]:
     # A paused queue's message is handed back before it takes a rate-limit slot or a concurrency
     # lease, and both gates decide before the ledger marks the job active.
     stack += [PauseGate(), QueueLimits(settings), Ledger(settings), Housekeeping(settings), Upkeep(settings)]
-    # faults: malformed messages, reconnection, the outbox relay
-    stack += [MalformedReason(), Reconnect(settings.reconnect_delay_s), OutboxRelay(settings)]
+    # faults: dead-letter options (reason, attempts), reconnection, the outbox relay
+    stack += [DeadLetterOptions(), Reconnect(settings.reconnect_delay_s), OutboxRelay(settings)]
     return stack

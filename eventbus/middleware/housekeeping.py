@@ -28,7 +28,7 @@ from typing import Any, cast
 import dramatiq
 
 from eventbus import cron, signals
-from eventbus.brokers import BusBroker
+from eventbus.brokers import BusBroker, poison
 from eventbus.clock import now_ms
 from eventbus.event import Event
 from eventbus.middleware.limits import LEASES
@@ -111,7 +111,10 @@ class Housekeeping(dramatiq.Middleware):
                 done.recovered,
                 done.dead_workers,
             )
+        writer = broker.stores.ledger if done.poisoned else None
         for message in done.poisoned:
+            if writer is not None:
+                writer.add(poison.dead_record(message))
             logger.error(
                 "dead-lettered message %s (%s) on queue %r: %s",
                 message.message_id,

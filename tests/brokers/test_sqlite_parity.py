@@ -120,7 +120,8 @@ def test_a_message_that_kills_its_worker_is_dead_lettered_after_three_lost_deliv
     killer_runs = ran[killer.id]
     [dead] = sqlite_bus.dead_letters("sq_poison")
     assert dead.kwargs["event"]["id"] == killer.id
-    assert dead.options["dead_reason"] == WORKER_LOST and dead.options["lost_deliveries"] == 3
+    assert dead.options["reason"] == WORKER_LOST and dead.options["lost_deliveries"] == 3
+    assert dead.options["attempts"] == 3  # every run that died after its start mark was written
     assert "died 3 times" in dead.options["error"]
     # And it is not delivered again, while every innocent job completes once
     if worker.proc.poll() is not None:

@@ -60,22 +60,9 @@ class ContractBus:
         return list(self.broker.dead_letters(queue))
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Deselect (rather than skip) the kinds a ``@pytest.mark.kinds(...)`` test does not mean anything on."""
-    keep, drop = [], []
-    for item in items:
-        marker = item.get_closest_marker("kinds")
-        callspec = getattr(item, "callspec", None)
-        kind = callspec.params.get("contract_bus") if callspec else None
-        (drop if marker is not None and kind is not None and kind not in marker.args else keep).append(item)
-    if drop:
-        config.hook.pytest_deselected(items=drop)
-        items[:] = keep
-
-
 @pytest.fixture(params=["memory", "sqlite", "redis"])
 def contract_bus(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ContractBus]:
-    """A bus of each kind; tests mark the kinds where a behaviour means nothing with ``only(...)``."""
+    """A bus of each kind (a test may narrow the kinds with an indirect parametrization)."""
     kind = request.param
     base = replace(Settings(), min_backoff_ms=10, max_backoff_ms=200, default_subscribers=False)
     if kind == "redis":

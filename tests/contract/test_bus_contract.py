@@ -6,6 +6,7 @@ import time
 from datetime import timedelta
 
 from eventbus import Priority, publish_event
+from eventbus.deadletter import DeadReason
 from eventbus.delivery import EVENTS_QUEUE, FANOUT_ACTOR, build_message, delivery_message
 from eventbus.event import Event
 from eventbus.subscriber import get_subscription
@@ -42,6 +43,8 @@ def test_a_failing_subscriber_is_retried_then_dead_lettered_with_its_final_attem
     assert f"c_fails broke on {event.id}" in dead.options["traceback"]
     assert dead.options["error"] == f"RuntimeError: c_fails broke on {event.id}"
     assert dead.options["error_type"] == "RuntimeError" and dead.options["dead_at"] > 0
+    # And it says why it is dead and how many times it ran, on every backend
+    assert (dead.options["reason"], dead.options["attempts"]) == (DeadReason.FAILED, 3)
 
 
 def test_a_delayed_event_runs_once_it_is_due_and_not_before(contract_bus):

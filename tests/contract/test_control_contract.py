@@ -13,6 +13,7 @@ import pytest
 from eventbus import publish_event, publish_many
 from eventbus.clock import now_ms
 from eventbus.control import ControlPlane, DeadLetterFilter, HealthStatus, JobState
+from eventbus.deadletter import DeadReason
 from eventbus.delivery import EVENTS_QUEUE, FANOUT_ACTOR, build_message, delivery_id
 from eventbus.errors import InvalidJobState, JobNotFound, QueueNotFound
 from eventbus.ledger import Completion, transition
@@ -20,6 +21,7 @@ from eventbus.middleware.ledger import Ledger
 from eventbus.middleware.upkeep import Upkeep
 from tests.apps import contract_control as app
 from tests.conftest import wait_for
+from tests.contract.invariants import assert_invariants
 
 
 @pytest.fixture
@@ -35,6 +37,7 @@ def dead_deliveries(cp: ControlPlane, n: int) -> list[str]:
     wait_for(lambda: sum(t.failed for t in cp.stats().topics) >= n, 60)
     wait_for(lambda: cp.stats().queue("cc_ok").completed >= n, 30)
     wait_for(lambda: cp.stats().queue("cc_dead").dead >= n, 30)  # the nack and the ledger write land apart
+    assert_invariants(cp)
     return [delivery_id(e.id, "cc_broken") for e in events]
 
 
@@ -54,7 +57,7 @@ def test_stats_dead_letters_and_a_requeue_that_runs_each_letter_once(contract_bu
     letters = cp.dead_letters(queue="cc_dead", limit=100).items
     assert sorted(d.job_id for d in letters) == sorted(ids)
     for letter in letters:
-        assert letter.subscription == "cc_broken" and letter.attempts == 3
+        assert letter.subscription == "cc_broken" and letter.attempts == 3 and letter.reason == DeadReason.FAILED
         assert f"cc_broken cannot handle {letter.event_id}" in (letter.traceback or "")
         assert letter.error == f"RuntimeError: cc_broken cannot handle {letter.event_id}"
     assert [d.job_id for d in cp.dead_letters(subscription="cc_broken", limit=100).items] == [d.job_id for d in letters]
@@ -78,6 +81,8 @@ def test_stats_dead_letters_and_a_requeue_that_runs_each_letter_once(contract_bu
     assert (job.state, job.requeues, job.attempts) == (JobState.COMPLETED, 1, 1)
     # And a second requeue finds nothing to do
     assert cp.requeue_dead_letters(everything=True).requeued == []
+    # And every invariant holds
+    assert_invariants(cp)
 
 
 def test_a_job_moves_waiting_active_retrying_completed(contract_bus, cp):
@@ -116,6 +121,8 @@ def test_a_job_moves_waiting_active_retrying_completed(contract_bus, cp):
     assert job.started_at_ms and job.finished_at_ms and job.finished_at_ms >= job.started_at_ms
     assert [h.state for h in job.history][-2:] == [JobState.ACTIVE, JobState.COMPLETED]
     assert cp.list_jobs("cc_flaky", "completed").items[0].id == job_id
+    # And every invariant holds
+    assert_invariants(cp)
 
 
 def test_pause_holds_jobs_waiting_and_resume_runs_them(contract_bus, cp):
@@ -136,6 +143,8 @@ def test_pause_holds_jobs_waiting_and_resume_runs_them(contract_bus, cp):
     assert (stats.waiting, stats.paused, cp.paused()) == (0, False, [])
     with pytest.raises(QueueNotFound):
         cp.pause("no_such_queue")
+    # And every invariant holds
+    assert_invariants(cp)
 
 
 def test_pause_stops_new_starts_within_250_ms_even_of_fetched_jobs(contract_bus, cp):
@@ -157,6 +166,8 @@ def test_pause_stops_new_starts_within_250_ms_even_of_fetched_jobs(contract_bus,
     time.sleep(0.3)
     assert {k: n for k, n in app.CALLS.items() if k.startswith("cc_slow|")} == {f"cc_slow|{e.id}": 1 for e in events}
     assert len(app.STARTS) == 40
+    # And every invariant holds
+    assert_invariants(cp)
 
 
 def test_clean_purge_and_a_late_waiting_write(contract_bus, cp):
@@ -182,6 +193,8 @@ def test_clean_purge_and_a_late_waiting_write(contract_bus, cp):
     assert record.state == JobState.ACTIVE and record.worker == "w:1"
     assert "E1" not in [j.id for j in cp.list_jobs(EVENTS_QUEUE, "waiting").items]
     assert cp.store.apply([transition(message.copy(options={"retries": 1}), JobState.WAITING, 2)]) == 1
+    # And every invariant holds
+    assert_invariants(cp)
 
 
 def test_a_compact_write_creates_a_whole_record_and_keeps_the_fixed_fields_of_one(cp):
@@ -219,6 +232,8 @@ def test_a_compact_write_creates_a_whole_record_and_keeps_the_fixed_fields_of_on
         "w:2",
     )
     assert [h.state for h in record.history] == [JobState.ACTIVE, JobState.COMPLETED] and record.started_at_ms == 5_000
+    # And every invariant holds
+    assert_invariants(cp)
 
 
 def test_health_sees_the_broker_the_thresholds_and_live_workers(contract_bus, cp):
@@ -236,6 +251,8 @@ def test_health_sees_the_broker_the_thresholds_and_live_workers(contract_bus, cp
     report = cp.health(max_failed=2)
     assert report.status == HealthStatus.DEGRADED
     assert any(r.startswith("3 failed jobs in dead letters (threshold 2): cc_dead 3") for r in report.reasons)
+    # And every invariant holds
+    assert_invariants(cp)
 
 
 def test_replay_remove_and_retry_one_job(contract_bus, cp):
@@ -272,6 +289,8 @@ def test_replay_remove_and_retry_one_job(contract_bus, cp):
     wait_for(lambda: cp.get_job(dead).state == JobState.COMPLETED, 30)
     with pytest.raises(InvalidJobState):
         cp.retry_job(dead)
+    # And every invariant holds
+    assert_invariants(cp)
 
 
 def test_scheduled_events_count_as_delayed_until_they_are_due(contract_bus, cp):
@@ -283,6 +302,8 @@ def test_scheduled_events_count_as_delayed_until_they_are_due(contract_bus, cp):
     # Then stats count them as delayed, apart from the one waiting
     stats = cp.stats().queue(EVENTS_QUEUE)
     assert (stats.delayed, stats.waiting) == (3, 1)
+    # And every invariant holds
+    assert_invariants(cp)
 
 
 def test_workers_enforce_retention_on_a_schedule(contract_bus, cp):
@@ -305,6 +326,8 @@ def test_workers_enforce_retention_on_a_schedule(contract_bus, cp):
     # And only the newest 3 completed records of cc_ok are kept
     wait_for(lambda: cp.stats().queue("cc_ok").completed == 3, 10)
     assert len(cp.list_jobs("cc_ok", "completed").items) == 3
+    # And every invariant holds
+    assert_invariants(cp)
 
 
 def test_a_running_job_shows_its_payload(contract_bus, cp):

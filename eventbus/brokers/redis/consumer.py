@@ -5,9 +5,8 @@ from __future__ import annotations
 import collections
 import logging
 import time
-import traceback
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import dramatiq
 import redis
@@ -15,6 +14,7 @@ from dramatiq.brokers.redis import _RedisConsumer
 
 from eventbus.brokers import Message, malformed
 from eventbus.brokers.redis.reconnect import REDIS_ERRORS, InHand
+from eventbus.deadletter import nacked_options
 from eventbus.settings import get_settings
 
 if TYPE_CHECKING:
@@ -217,13 +217,7 @@ class RedisConsumer(_RedisConsumer):
 
     def nack(self, message: dramatiq.MessageProxy) -> None:
         exception = getattr(message, "_exception", None)
-        options: dict[str, Any] = {"dead_at": int(time.time() * 1000)}
-        if exception is not None:
-            options["error"] = f"{type(exception).__name__}: {exception}"
-            options["error_type"] = type(exception).__name__
-            if "traceback" not in message.options:
-                options["traceback"] = "".join(traceback.format_exception(exception, limit=30))
-        data = message._message.copy(options=options).encode()
+        data = message._message.copy(options=nacked_options(message.options, exception)).encode()
         redis_id = message.options["redis_message_id"]
         try:
             self.broker.writes.flush()  # its start mark first: the nack script clears it

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import time
-import traceback
 from typing import TYPE_CHECKING
 
 import dramatiq
@@ -24,6 +23,7 @@ import redis
 from eventbus.brokers import Message
 from eventbus.brokers.redis.consumer import RedisConsumer
 from eventbus.brokers.redis.reconnect import REDIS_ERRORS
+from eventbus.deadletter import nacked_options
 from eventbus.delivery import FANOUT_ACTOR, once_key, plan_fanout
 from eventbus.ledger import JobState, fanout_record, transition, worker_name
 from eventbus.priority import rank_of
@@ -116,14 +116,7 @@ class FanoutConsumer(RedisConsumer):
 
     def _dead_letter(self, message: Message, exc: Exception) -> None:
         error = f"{type(exc).__name__}: {exc}"
-        dead = message.copy(
-            options={
-                "dead_at": int(time.time() * 1000),
-                "error": error,
-                "error_type": type(exc).__name__,
-                "traceback": "".join(traceback.format_exception(exc, limit=30)),
-            }
-        )
+        dead = message.copy(options=nacked_options({"attempts": 1}, exc))
         self.broker.do_nack(self.queue_name, message.options["redis_message_id"], dead.encode())
         if self.ledger is not None:
             op = transition(dead, JobState.DEAD, 1, finished_at_ms=dead.options["dead_at"], error=error)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-import traceback
 from collections import deque
 from collections.abc import Callable, Iterable
 from functools import wraps
@@ -20,8 +19,9 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 import dramatiq
 from dramatiq.common import current_millis, q_name
 
-from eventbus.brokers import malformed, poison
+from eventbus.brokers import Message, malformed, poison
 from eventbus.brokers.sqlite import recovery, schema
+from eventbus.deadletter import nacked_options
 from eventbus.errors import StoreBusy
 from eventbus.settings import get_settings
 
@@ -146,13 +146,7 @@ class SQLiteConsumer(dramatiq.Consumer):
         row_id = _row(message)
         exception = getattr(message, "_exception", None)
         now = current_millis()
-        options: dict[str, Any] = {"dead_at": now}
-        if exception is not None:
-            options["error"] = f"{type(exception).__name__}: {exception}"
-            options["error_type"] = type(exception).__name__
-            if "traceback" not in message.options:
-                options["traceback"] = "".join(traceback.format_exception(exception, limit=30))
-        dead = message._message.copy(options=options)
+        dead = message._message.copy(options=nacked_options(message.options, exception, now))
         with self.store.transaction() as conn:
             recovery.remove_rows(conn, [row_id])
             conn.execute(
@@ -217,6 +211,7 @@ class SQLiteConsumer(dramatiq.Consumer):
             self._quiet_until = time.monotonic() + QUIET_S
             return
         lease_until = now + int(self.broker.lease_s * 1000)
+        dead: list[Message] = []
         with self.store.transaction() as tx:
             rows = tx.execute(schema.FETCH, {**params, "now": current_millis()}).fetchall()
             fetched = len(rows)
@@ -226,9 +221,13 @@ class SQLiteConsumer(dramatiq.Consumer):
                     f"UPDATE messages SET visible_at = ?, lease_owner = ? WHERE id IN ({_marks(ids)})",
                     [lease_until, self.broker.owner, *ids],
                 )
-                held_back = self._handle_suspects(tx, rows)
+                held_back, dead = self._handle_suspects(tx, rows)
                 rows = [row for row in rows if row[0] not in held_back]
                 ids = [row[0] for row in rows]
+        writer = self.broker.stores.ledger if dead else None
+        if writer is not None:
+            for message in dead:
+                writer.add(poison.dead_record(message))
         self.leases.add(ids)
         # A full batch may mean more is waiting: fetch again as soon as there is room. Otherwise the
         # next fetch waits for a commit, or for the next delayed row or expired lease to fall due.
@@ -252,10 +251,10 @@ class SQLiteConsumer(dramatiq.Consumer):
         nxt = conn.execute(schema.NEXT_VISIBLE, params).fetchone()[0]
         return int(nxt) if nxt is not None else int(params["now"]) + 60_000
 
-    def _handle_suspects(self, tx: sqlite3.Connection, rows: list[Any]) -> set[int]:
+    def _handle_suspects(self, tx: sqlite3.Connection, rows: list[Any]) -> tuple[set[int], list[Message]]:
         """Rows whose worker died running them: dead-letter those lost ``max_lost_deliveries`` times,
         hand out the first other one and put the rest back ``suspect_spread_ms`` apart. Returns the
-        ids not handed out."""
+        ids not handed out, and the dead letters written."""
         suspects = self.broker.runs.count_lost(tx, [row[0] for row in rows])
         poisoned = {row_id: lost for row_id, lost in suspects.items() if lost >= self.max_lost}
         later = sorted(set(suspects) - set(poisoned))[1:]
@@ -265,6 +264,7 @@ class SQLiteConsumer(dramatiq.Consumer):
                 "UPDATE messages SET visible_at = ?, lease_owner = NULL WHERE id = ?",
                 (now + i * self.suspect_spread_ms, row_id),
             )
+        dead_letters: list[Message] = []
         for row_id, data, _ in rows:
             if row_id not in poisoned:
                 continue
@@ -273,6 +273,7 @@ class SQLiteConsumer(dramatiq.Consumer):
             except malformed.MalformedMessage:
                 continue  # handed out, then dead-lettered as malformed
             dead = poison.worker_lost(message.copy(queue_name=self.queue_name), poisoned[row_id])
+            dead_letters.append(dead)
             recovery.remove_rows(tx, [row_id])
             tx.execute(
                 schema.INSERT_DEAD,
@@ -285,7 +286,7 @@ class SQLiteConsumer(dramatiq.Consumer):
                 self.queue_name,
                 dead.options["error"],
             )
-        return set(poisoned) | set(later)
+        return set(poisoned) | set(later), dead_letters
 
     def _dead_letter_malformed(self, bad: list[tuple[int, bytes, str]]) -> None:
         """Move rows that are not usable messages to ``dead_letters`` (reason ``malformed``), raw bytes kept."""

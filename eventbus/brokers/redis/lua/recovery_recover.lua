@@ -51,7 +51,12 @@ for _, worker in ipairs(dead) do
                             -- a suspect: it was running when its worker died. Release suspects one by
                             -- one through the schedule, so an innocent job never runs beside the
                             -- poison one again.
-                            redis.call("zadd", ns .. ":schedule", now + suspects * spread, decoded.message_id)
+                            -- Counted in schedule.counts like any scheduled entry: the promoter
+                            -- decrements the count when it releases one.
+                            local eta = now + suspects * spread
+                            if redis.call("zadd", ns .. ":schedule", eta, decoded.message_id) == 1 then
+                                redis.call("hincrby", ns .. ":schedule.counts", queue, 1)
+                            end
                             redis.call("hset", ns .. ":schedule.msgs", decoded.message_id,
                                 queue .. "\n" .. list .. "\n" .. rid .. "\n" .. data)
                             redis.call("hdel", msgs, rid)
