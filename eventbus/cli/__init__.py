@@ -15,6 +15,7 @@ from eventbus.cli import serve  # noqa: F401  isort: skip
 from eventbus.cli import mail  # noqa: F401  isort: skip
 from eventbus.cli import queues  # noqa: F401  isort: skip
 from eventbus.cli import control  # noqa: F401  isort: skip
+from eventbus.cli import deadletters  # noqa: F401  isort: skip
 from eventbus.cli import outbox  # noqa: F401  isort: skip
 
 
