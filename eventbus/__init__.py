@@ -50,7 +50,7 @@ __all__ = [
     "publish_many",
     "Event",
     "Priority",
-    # scheduling (issue 4): list/cancel delayed work by id; recurring schedules
+    # scheduling: list/cancel delayed work by id; recurring schedules
     "scheduled",
     "cancel",
     "schedule",

@@ -2,8 +2,8 @@
 
 A worker process runs its Python on one core at a time (the GIL). Left to the scheduler, its
 threads run on every core and hand the GIL to each other across cores, which costs futex wake-ups
-and cold caches: on a 2-core machine one process drained 1.27-1.31x the jobs per second pinned
-(``scripts/bench --only ledger`` reports both). Each worker process claims the first CPU no other
+and cold caches; pinned, a busy process runs each job in less CPU time (``scripts/bench --only
+ledger`` reports pinned and unpinned drains side by side). Each worker process claims the first CPU no other
 eventbus worker on the host holds (those of ``dramatiq eventbus.workers -p N`` and of separately
 started workers alike): the claim is an abstract Unix socket named after the CPU, which the kernel
 releases when the process exits. With more processes than CPUs the rest stay unpinned (and say so

@@ -39,7 +39,7 @@ def declare_queues(broker: dramatiq.Broker, settings: Settings) -> list[str]:
 
 
 def install_extra_actors(broker: dramatiq.Broker) -> None:
-    """Actors of the feature packages: email sends and notifications (issue 3)."""
+    """Actors of the feature packages: email sends and notifications."""
     from eventbus.mail.job import install_actors as install_mail
     from eventbus.notifications.job import install_actors as install_notifications
 

@@ -63,7 +63,7 @@ class StoreBusy(EventBusError):
     """The SQLite file stayed locked by other writers for longer than the store waits."""
 
 
-# mail and notifications (issue 3)
+# mail and notifications
 
 
 class TemplateNotFound(EventBusError):

@@ -40,7 +40,7 @@ class Settings:
     reconnect_delay_s: float = 1.0
     pin_workers: bool = False  # each worker process on a CPU of its own (see eventbus.affinity)
 
-    # mail (issue 3)
+    # mail
     smtp_host: str = "localhost"
     smtp_port: int = 25
     smtp_user: str = ""
@@ -56,11 +56,11 @@ class Settings:
     mail_max_retries: int = 8
     mail_chunk_size: int = 50  # emails per job of a bulk send (one recipient and one send record each)
     mail_record_ttl_s: int = 30 * 86_400
-    # notifications (issue 3)
+    # notifications
     notify_webhook_url: str = ""
     notify_webhook_secret: str = ""
     inbox_max_items: int = 500
-    # queues (issue 4): scheduling, crash recovery, limits; per-queue settings live in ``queues``
+    # queues: scheduling, crash recovery, limits; per-queue settings live in ``queues``
     scheduler_poll_ms: int = 100
     heartbeat_interval_s: float = 1.0
     heartbeat_timeout_s: float = 10.0

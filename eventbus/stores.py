@@ -3,8 +3,8 @@
 A broker (``brokers/redis``, ``brokers/sqlite``, ``brokers/memory``) builds its ``Stores`` in its
 constructor and exposes it as ``broker.stores``. Features are handed the store they use
 (``broker.stores.ledger``, ``.control``, ``.send_records`` ...); none of them asks what kind of
-broker it runs on. A store a backend cannot keep is ``None`` (the memory backend has no durable
-schedule), and the feature that needs it says so in its error.
+broker it runs on. A store a backend cannot keep is ``None`` (the memory backend has no crash
+recovery: nothing of it outlives its process), and the feature that needs it says so in its error.
 
 Each store is built on first use, so a publisher that never reads the control plane never creates
 its tables or registers its scripts.

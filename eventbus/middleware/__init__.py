@@ -36,7 +36,7 @@ def default_middleware(settings: Settings) -> list[dramatiq.Middleware]:
         else:
             stack.append(cls())
     stack += [CurrentMessage(), Lifecycle()]
-    # mail (issue 3): async send actors need the event loop thread; the pool closes before the loop stops
+    # mail: async send actors need the event loop thread; the pool closes before the loop stops
     from eventbus.mail.middleware import SmtpPoolCloser
 
     stack += [AsyncIO(), SmtpPoolCloser()]

@@ -10,8 +10,8 @@ so innocent jobs that happened to run beside a poison message do not die with it
 Marks and acks of all worker threads are group-committed (one transaction per batch); an ack and
 a nack drop the row's mark in the transaction that removes the row.
 
-A job does not wait for its mark (waiting for a commit before every job start made the worker
-spend about 60% more CPU per job, most of it handing threads to each other), except a *careful*
+A job does not wait for its mark (waiting for a commit before every job start costs the worker
+much CPU per job, most of it threads handing the lock to each other), except a *careful*
 one: a row fetched while it still names a lease owner (its worker stopped renewing the lease
 without finishing it) or while a mark of it is stored. Its thread writes the mark before running
 it. So a message that kills its worker within milliseconds of starting, before its mark is
