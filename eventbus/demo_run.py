@@ -11,6 +11,8 @@ import click
 import dramatiq
 
 from eventbus import publish_event, publish_many
+from eventbus.control import ControlPlane
+from eventbus.reports import DeadLetter
 
 MODELS = [("m-orca", "Orca 7B"), ("m-heron", "Heron 13B"), ("m-lynx", "Lynx 70B")]
 
@@ -107,13 +109,13 @@ class Sink:
 
 def pending_jobs(broker: dramatiq.Broker) -> int:
     """Jobs not finished yet in any queue: waiting, scheduled for a retry, or running."""
-    return int(broker.store.execute("SELECT COUNT(*) FROM messages")[0][0])  # type: ignore[attr-defined]
+    store = ControlPlane(broker).store
+    depths, _ = store.depths(sorted(store.queues()))
+    return sum(sum(d.ready.values()) + d.unacked + d.scheduled for d in depths)
 
 
 def jobs_by_state(broker: dramatiq.Broker) -> str:
     """Completed, failed and dead job counts over every queue, from the control plane."""
-    from eventbus.control import ControlPlane
-
     stats = ControlPlane(broker).stats()
     totals = {
         state: sum(getattr(q, state) for q in stats.queues)
@@ -122,8 +124,8 @@ def jobs_by_state(broker: dramatiq.Broker) -> str:
     return ", ".join(f"{state} {n}" for state, n in totals.items())
 
 
-def dead_letters(broker: dramatiq.Broker) -> list[dramatiq.Message[Any]]:
-    return list(broker.dead_letters(None))  # type: ignore[attr-defined]
+def dead_letters(broker: dramatiq.Broker) -> list[DeadLetter]:
+    return ControlPlane(broker).dead_letters(limit=1000).items
 
 
 def progress_line(broker: dramatiq.Broker, sink: Sink, scenario: Scenario, elapsed_s: float) -> tuple[str, bool]:
@@ -150,12 +152,9 @@ def summary(broker: dramatiq.Broker, sink: Sink, scenario: Scenario, mail_dir: P
     echo(f"jobs by state        {jobs_by_state(broker)}")
     dead = dead_letters(broker)
     echo(f"dead letters         {len(dead)}")
-    for message in dead[:5]:
-        options = message.options
-        echo(
-            f"  {options.get('subscription', message.actor_name)}: {options.get('error')} "
-            f"(after {options.get('retries', 0)} attempts)"
-        )
+    for letter in dead[:5]:
+        who = letter.subscription or letter.actor
+        echo(f"  {who}: {letter.error} ({letter.reason.value}, after {letter.attempts} attempts)")
     echo(f"finished in          {elapsed_s:.1f} s")
     echo("")
     echo("Look around:")

@@ -31,6 +31,7 @@ def test_demo_publishes_the_scenario_delivers_every_email_and_leaves_no_process(
     assert delivered and delivered.group(1) == delivered.group(2), out
     assert re.search(r"dead letters\s+1\b", out), out
     assert "demo.partner_api: ConnectionError" in out
+    assert re.search(r"demo\.partner_api: ConnectionError.*\(failed, after \d+ attempts\)", out), out
     assert "eventbus serve" in out
     emails = list((tmp_path / ".eventbus" / "demo" / "mail").glob("*.eml"))
     assert len(emails) == int(delivered.group(1))
