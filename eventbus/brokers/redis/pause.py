@@ -6,20 +6,12 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from eventbus.brokers import list_suffix
+from eventbus.brokers.redis.lua import load
 
 if TYPE_CHECKING:
     from eventbus.brokers.redis.broker import RedisBroker
 
-# Un-ack the message (its data stays) and put it back at the head of its list, right after the one this process put
-# back before it (so prefetched messages keep their order).
-_PUT_BACK = """
-redis.call("srem", KEYS[1], ARGV[1])
-if ARGV[2] ~= "" and redis.call("linsert", KEYS[2], "AFTER", ARGV[2], ARGV[1]) > 0 then
-    return 1
-end
-redis.call("lpush", KEYS[2], ARGV[1])
-return 1
-"""
+_PUT_BACK = load("pause_put_back")
 
 
 def paused_key(namespace: str) -> str:
