@@ -76,17 +76,8 @@ def cancel(message_id: str, *, broker: dramatiq.Broker | None = None) -> bool:
 def schedules(*, broker: dramatiq.Broker | None = None) -> list[ScheduleInfo]:
     """Recurring schedules registered by running workers (and this process), with next and last run."""
     store = cast(BusBroker, broker or get_broker()).stores.schedule
-    if store is None:
-        return schedule_infos({}, {}, now_ms())
     return schedule_infos(store.schedule_definitions(), store.last_ticks(), now_ms())
 
 
 def _store(broker: dramatiq.Broker | None) -> ScheduleStore:
-    found = broker or get_broker()
-    store = cast(BusBroker, found).stores.schedule
-    if store is None:
-        raise ConfigError(
-            f"{type(found).__name__} keeps delayed messages in memory and cannot list or cancel them; "
-            "use a sqlite:/// or redis:// broker (EVENTBUS_BROKER_URL)"
-        )
-    return store
+    return cast(BusBroker, broker or get_broker()).stores.schedule

@@ -296,13 +296,13 @@ class Stores(abc.ABC):
 
     @property
     @abc.abstractmethod
-    def schedule(self) -> ScheduleStore | None:
-        """Durable delayed messages and cron ticks (None: delays live in memory)."""
+    def schedule(self) -> ScheduleStore:
+        """Delayed messages, retries in backoff and cron ticks."""
 
     @property
     @abc.abstractmethod
-    def limits(self) -> LimitStore | None:
-        """Global rate limits and caps (None: none are kept)."""
+    def limits(self) -> LimitStore:
+        """Global rate limits and concurrency caps."""
 
     @property
     @abc.abstractmethod

@@ -89,7 +89,9 @@ class TestBus:
             for queue in list(self.broker.get_declared_queues()):
                 self.broker.join(queue, timeout=max(1, int((deadline - time.monotonic()) * 1000)), fail_fast=False)
             self._worker.join()
-            if self.broker.schedule.count() == 0 and all(q.unfinished_tasks == 0 for q in self.broker.queues.values()):
+            if self.broker.stores.schedule.count() == 0 and all(
+                q.unfinished_tasks == 0 for q in self.broker.queues.values()
+            ):
                 writer = self.broker.stores.ledger
                 if writer is not None:  # the ledger shows every job as it ended
                     writer.flush()

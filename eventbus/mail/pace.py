@@ -38,9 +38,8 @@ class Pacer:
         self.settings = settings
         config = settings.queue_config(message.queue_name) if message is not None else None
         self.queue = config.name if config is not None else ""
-        limits = broker.stores.limits
-        self.rate = config.rate_limit if config is not None and limits is not None else None
-        limited = config is not None and limits is not None and (config.concurrency or config.rate_limit)
+        self.rate = config.rate_limit if config is not None else None
+        limited = config is not None and (config.concurrency or config.rate_limit)
         self.lanes = 1 if limited else _UNLIMITED
         self.defer_ms = 0
         # shorter than a job waits for a cap slot (QueueLimits), so a job waiting sees the slot freed
@@ -64,7 +63,7 @@ class Pacer:
             return False
         if self.rate is None:
             return True
-        limits = self.broker.limits
+        limits = self.broker.stores.limits
         ok, wait_ms = await asyncio.to_thread(
             limits.reserve, self.queue, self.rate.interval_ms, float(self.settings.rate_limit_max_wait_ms)
         )

@@ -48,9 +48,7 @@ class Housekeeping(dramatiq.Middleware):
         self._cron_last_ms: dict[str, int] = {}
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
-        """Starts the heartbeat and scheduler threads (no-op on brokers without a durable schedule)."""
-        if cast(BusBroker, broker).stores.schedule is None:
-            return
+        """Starts the heartbeat and scheduler threads."""
         self._beat(broker)
         self._register_schedules(broker)
         for name, target in (("heartbeat", self._heartbeat_loop), ("scheduler", self._schedule_loop)):

@@ -120,8 +120,6 @@ class QueueLimits(dramatiq.Middleware):
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         """Waits for a slot of the queue's cap and its rate limit, or defers the job to the schedule."""
         limits = cast(BusBroker, broker).stores.limits
-        if limits is None:
-            return
         config = self.settings.queue_config(message.queue_name)
         if config.concurrency:
             self._take_slot(broker, limits, message, config)
