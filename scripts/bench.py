@@ -58,6 +58,9 @@ class Namespaces:
             drop_namespace(self.client, ns)
 
 
+PUBLISH_BLOCK = 300  # calls per block: ours and the baselines alternate in blocks, so a noisy moment hits all
+
+
 def timed_loop(n: int, call: Callable[[int], Any]) -> dict[str, float]:
     latencies = []
     started = time.perf_counter()
@@ -73,55 +76,66 @@ def timed_loop(n: int, call: Callable[[int], Any]) -> dict[str, float]:
     }
 
 
-def bench_publish(ns: Namespaces, n: int, runs: int, url: str = REDIS_URL, baselines: bool = True) -> dict[str, Any]:
+PAYLOAD = {"user_id": 42, "model_id": "m-17", "email": "someone@example.com", "note": "x" * 60}
+
+
+def install_bus(ns: Namespaces, url: str = REDIS_URL) -> None:
+    """Our bus on ``url`` (Redis under a fresh namespace, or SQLite), with the benchmark's topic declared."""
+    declare_topic("bench.happened")
+    settings = replace(Settings(), broker_url=url, namespace=ns.new())
+    set_settings(settings)
+    set_broker(make_broker(settings))
+
+
+def publish_one(i: int) -> None:
+    publish_event("bench.happened", PAYLOAD)
+
+
+def publish_many_per_s(n: int = 10_000) -> float:
+    """Events/s of one publish_many call of ``n`` events."""
+    batch = [("bench.happened", PAYLOAD)] * n
+    t = time.perf_counter()
+    publish_many(batch)
+    return n / (time.perf_counter() - t)
+
+
+def bench_publish(ns: Namespaces, n: int, runs: int) -> dict[str, Any]:
     """publish_event single calls and publish_many vs a Dramatiq send() loop and a redis-py LPUSH loop.
 
     Per call figures are medians over blocks of 300 calls, ours and the baselines alternating.
-    ``baselines=False`` times eventbus alone (on ``url``, Redis or SQLite): --against compares two trees instead.
     """
-    declare_topic("bench.happened")
-    payload = {"user_id": 42, "model_id": "m-17", "email": "someone@example.com", "note": "x" * 60}
+    install_bus(ns)
 
-    ours_ns = ns.new()
-    settings = replace(Settings(), broker_url=url, namespace=ours_ns)
-    set_settings(settings)
-    set_broker(make_broker(settings))
-    calls: dict[str, Callable[[int], Any]] = {"publish_event": lambda i: publish_event("bench.happened", payload)}
+    plain = DramatiqRedisBroker(url=REDIS_URL, namespace=ns.new())
+    dramatiq.set_broker(plain)
 
-    if baselines:
-        plain = DramatiqRedisBroker(url=REDIS_URL, namespace=ns.new())
-        dramatiq.set_broker(plain)
+    @dramatiq.actor(broker=plain, queue_name="bench")
+    def plain_actor(event: dict[str, Any]) -> None:
+        pass
 
-        @dramatiq.actor(broker=plain, queue_name="bench")
-        def plain_actor(event: dict[str, Any]) -> None:
-            pass
-
-        lpush = redis.Redis.from_url(REDIS_URL)
-        lpush_key = f"{ns.new()}:list"
-        calls["dramatiq_send"] = lambda i: plain_actor.send({"topic": "x", "payload": payload})
-        calls["redis_lpush"] = lambda i: lpush.lpush(lpush_key, json.dumps(payload))
+    lpush = redis.Redis.from_url(REDIS_URL)
+    lpush_key = f"{ns.new()}:list"
+    calls: dict[str, Callable[[int], Any]] = {
+        "publish_event": publish_one,
+        "dramatiq_send": lambda i: plain_actor.send({"topic": "x", "payload": PAYLOAD}),
+        "redis_lpush": lambda i: lpush.lpush(lpush_key, json.dumps(PAYLOAD)),
+    }
     samples: dict[str, list[dict[str, float]]] = {name: [] for name in calls}
     ratios: list[float] = []
     bulk: list[float] = []
-    block = 300  # ours and the baselines alternate in blocks, so a noisy moment hits all of them
     for _ in range(runs):
-        for _ in range(max(1, n // block)):
+        for _ in range(max(1, n // PUBLISH_BLOCK)):
             for name, call in calls.items():
-                samples[name].append(timed_loop(block, call))
-            if baselines:
-                ratios.append(samples["publish_event"][-1]["per_s"] / samples["dramatiq_send"][-1]["per_s"])
-        batch = [("bench.happened", payload)] * 10_000
-        t = time.perf_counter()
-        publish_many(batch)
-        bulk.append(10_000 / (time.perf_counter() - t))
+                samples[name].append(timed_loop(PUBLISH_BLOCK, call))
+            ratios.append(samples["publish_event"][-1]["per_s"] / samples["dramatiq_send"][-1]["per_s"])
+        bulk.append(publish_many_per_s())
     set_broker(None)
     set_settings(None)
     out: dict[str, Any] = {"n": n, "runs": runs}
     for name, rows in samples.items():
         out[name] = {key: round(statistics.median(r[key] for r in rows), 3) for key in rows[0]}
     out["publish_many_10k_per_s"] = round(statistics.median(bulk))
-    if baselines:
-        out["ratio_publish_vs_dramatiq_send"] = round(statistics.median(ratios), 2)  # median of the blocks' ratios
+    out["ratio_publish_vs_dramatiq_send"] = round(statistics.median(ratios), 2)  # median of the blocks' ratios
     return out
 
 

@@ -9,8 +9,11 @@ module and ``bench_apps``). Rounds interleave the trees (A B, B A, A B, ...) so 
 
 Each figure: baseline and current medians over the rounds, ``ratio`` oriented so that > 1 means the current
 tree is better (throughput: current / baseline; latency and CPU: baseline / current), and ``within_5pct``:
-the current tree is at most 5% worse (ratio >= 0.95; being faster passes). ``spread_pct`` shows how
-much the rounds of the noisier tree disagree: on a busy machine a 5% verdict needs a spread well under 5%.
+the current tree is at most 5% worse (ratio >= 0.95; being faster passes). ``ratio_paired`` is the median
+of each round's own ratio (``within_5pct_paired`` its verdict): the two trees of a round ran at the same
+moment, so it is steadier than the ratio of medians. ``spread_pct`` shows how much the rounds of the noisier
+tree disagree. Publish figures alternate blocks of 300 calls between the two trees' processes within a round,
+both pinned to one CPU; drain and latency run one tree after the other, each with its own worker process.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -56,7 +59,7 @@ FIGURES: list[tuple[str, str, bool]] = [
 
 
 def measure(group: str, quick: bool) -> dict[str, Any]:
-    """One round of ``group`` for the tree on sys.path; imported here so the tree's eventbus is the one loaded."""
+    """One round of a drain or latency ``group`` for the tree on sys.path (imported here, so it is the tree's)."""
     import bench
     import eventbus
 
@@ -64,14 +67,7 @@ def measure(group: str, quick: bool) -> dict[str, Any]:
     section, kind = group.split(".")
     ns = bench.Namespaces()
     try:
-        if section == "publish":
-            with tempfile.TemporaryDirectory() as tmp:
-                url = bench.REDIS_URL if kind == "redis" else f"sqlite:///{Path(tmp) / 'publish.db'}"
-                res = bench.bench_publish(ns, 300 if quick else 3000, 1, url=url, baselines=False)
-            out["publish_event_per_s"] = res["publish_event"]["per_s"]
-            out["publish_event_p50_ms"] = res["publish_event"]["p50_ms"]
-            out["publish_many_10k_per_s"] = res["publish_many_10k_per_s"]
-        elif section == "drain":
+        if section == "drain":
             n = 1000 if quick else 5000
             out["deliveries_per_s"] = redis_drain(ns, n) if kind == "redis" else sqlite_drain(n)
         else:
@@ -81,6 +77,26 @@ def measure(group: str, quick: bool) -> dict[str, Any]:
     finally:
         ns.cleanup()
     return out
+
+
+def serve_publish(kind: str) -> None:
+    """Answer the parent's commands on stdin, one JSON line each: ``event`` times a block of publish_event
+    calls, ``many`` one publish_many of 10,000. The parent alternates blocks between two such processes."""
+    import bench
+    import eventbus
+
+    ns = bench.Namespaces()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            bench.install_bus(ns, bench.REDIS_URL if kind == "redis" else f"sqlite:///{Path(tmp) / 'publish.db'}")
+            print(json.dumps({"eventbus_file": eventbus.__file__}), flush=True)
+            for line in sys.stdin:
+                if line.strip() == "event":
+                    print(json.dumps(bench.timed_loop(bench.PUBLISH_BLOCK, bench.publish_one)), flush=True)
+                else:
+                    print(json.dumps({"per_s": bench.publish_many_per_s()}), flush=True)
+    finally:
+        ns.cleanup()
 
 
 def redis_drain(ns: Any, n: int) -> int:
@@ -195,26 +211,94 @@ def clean_env(tree: Path) -> dict[str, str]:
     return env
 
 
-def run_measure(tree: Path, group: str, quick: bool) -> dict[str, Any]:
-    """One measurement of ``group`` in a fresh interpreter importing ``tree``'s eventbus."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--measure", group] + (["--quick"] if quick else [])
-    proc = subprocess.Popen(
-        cmd, env=clean_env(tree), cwd=tree, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+def start(tree: Path, args: list[str], stderr: Any = subprocess.PIPE) -> subprocess.Popen[str]:
+    """This script with ``args`` in a fresh interpreter whose cwd and PYTHONPATH put ``tree`` first."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), *args]
+    return subprocess.Popen(
+        cmd, env=clean_env(tree), cwd=tree, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True
     )
+
+
+def check_import(tree: Path, line: str) -> None:
+    """Fail unless the subprocess's first line says it imported ``tree``'s eventbus."""
+    imported = Path(json.loads(line)["eventbus_file"]).resolve()
+    if not imported.is_relative_to(tree.resolve()):
+        raise RuntimeError(f"the subprocess for {tree} imported {imported}: check PYTHONPATH")
+
+
+@contextmanager
+def stopping(procs: list[subprocess.Popen[str]]) -> Iterator[None]:
+    """On Ctrl-C or SIGTERM, let each measurement stop its worker processes and drop its keys first."""
     try:
-        stdout, stderr = proc.communicate()
+        yield
     except BaseException:
-        # Ctrl-C or SIGTERM: let the measurement stop its worker processes and drop its keys first.
-        proc.terminate()
-        proc.wait(60)
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(60)
         raise
+
+
+def run_measure(tree: Path, group: str, quick: bool) -> dict[str, Any]:
+    """One drain or latency measurement of ``group`` in a fresh interpreter importing ``tree``'s eventbus."""
+    proc = start(tree, ["--measure", group] + (["--quick"] if quick else []))
+    with stopping([proc]):
+        stdout, stderr = proc.communicate("")
     if proc.returncode != 0:
         raise RuntimeError(f"measuring {group} in {tree} failed:\n{stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
-    imported = Path(result.pop("eventbus_file")).resolve()
-    if not imported.is_relative_to(tree.resolve()):
-        raise RuntimeError(f"measuring {group} for {tree} imported {imported}: check PYTHONPATH")
-    return result
+    last = stdout.strip().splitlines()[-1]
+    check_import(tree, last)
+    return {k: v for k, v in json.loads(last).items() if k != "eventbus_file"}
+
+
+def run_publish(trees: dict[str, Path], order: tuple[str, str], kind: str, quick: bool) -> dict[str, dict[str, Any]]:
+    """One round of publish figures: a fresh process per tree, blocks of calls alternating between them."""
+    blocks: dict[str, list[dict[str, float]]] = {side: [] for side in order}
+    bulk: dict[str, float] = {}
+    with ExitStack() as stack:
+        logs = {side: stack.enter_context(tempfile.TemporaryFile("w+")) for side in order}  # stderr, read on failure
+        procs = {side: start(trees[side], ["--serve-publish", kind], stderr=logs[side]) for side in order}
+        # Both on one CPU: unpinned, a process that lands beside redis-server publishes up to twice as fast as
+        # one that does not, for its whole life; pinned together, both trees meet the same placement.
+        cpu = max(os.sched_getaffinity(0))
+        for proc in procs.values():
+            os.sched_setaffinity(proc.pid, {cpu})
+
+        def read(side: str) -> str:
+            stdout = procs[side].stdout
+            assert stdout is not None
+            line = stdout.readline()
+            if not line:
+                logs[side].seek(0)
+                raise RuntimeError(f"publish subprocess for {trees[side]} failed:\n{logs[side].read()[-3000:]}")
+            return line
+
+        def ask(side: str, command: str) -> dict[str, float]:
+            stdin = procs[side].stdin
+            assert stdin is not None
+            stdin.write(command + "\n")
+            stdin.flush()
+            answer: dict[str, float] = json.loads(read(side))
+            return answer
+
+        with stopping(list(procs.values())):
+            for side in order:
+                check_import(trees[side], read(side))
+            for b in range(2 if quick else 10):
+                for side in order if b % 2 == 0 else order[::-1]:
+                    blocks[side].append(ask(side, "event"))
+            for side in order:
+                bulk[side] = ask(side, "many")["per_s"]
+            for proc in procs.values():
+                proc.communicate("")
+    return {
+        side: {
+            "publish_event_per_s": statistics.median(r["per_s"] for r in blocks[side]),
+            "publish_event_p50_ms": statistics.median(r["p50_ms"] for r in blocks[side]),
+            "publish_many_10k_per_s": round(bulk[side]),
+        }
+        for side in order
+    }
 
 
 def groups_for(sections: list[str], quick: bool) -> list[str]:
@@ -240,9 +324,13 @@ def compare(ref: str, sections: list[str], runs: int, quick: bool, log: Callable
         for i in range(runs):
             order = ("baseline", "current") if i % 2 == 0 else ("current", "baseline")
             for group in groups:
-                for side in order:
-                    log(f"bench --against: round {i + 1}/{runs} {group} {side}")
-                    rows[group][side].append(run_measure(trees[side], group, quick))
+                log(f"bench --against: round {i + 1}/{runs} {group} ({' then '.join(order)})")
+                if group.startswith("publish."):
+                    for side, row in run_publish(trees, order, group.split(".")[1], quick).items():
+                        rows[group][side].append(row)
+                else:
+                    for side in order:
+                        rows[group][side].append(run_measure(trees[side], group, quick))
     figures: dict[str, Any] = {}
     for group, name, higher_is_better in FIGURES:
         if group not in rows:
@@ -251,11 +339,16 @@ def compare(ref: str, sections: list[str], runs: int, quick: bool, log: Callable
         cur_vals = [r[name] for r in rows[group]["current"]]
         b, c = statistics.median(base_vals), statistics.median(cur_vals)
         ratio = (c / b if higher_is_better else b / c) if b and c else float("nan")
+        pairs = [(cv / bv if higher_is_better else bv / cv) for bv, cv in zip(base_vals, cur_vals, strict=True)]
         figures[f"{group}.{name}"] = {
             "baseline": round(b, 3),
             "current": round(c, 3),
             "ratio": round(ratio, 3),
             "within_5pct": ratio >= 1 - TOLERANCE,
+            # Median of each round's own ratio: both trees measured at the same moment, so drift between
+            # rounds (CPU placement, other load) cancels; usually much tighter than the ratio of medians.
+            "ratio_paired": round(statistics.median(pairs), 3),
+            "within_5pct_paired": statistics.median(pairs) >= 1 - TOLERANCE,
             # Rounds' range over median, the noisier side's: a verdict is no sharper than this.
             "spread_pct": round(max(spread_pct(base_vals), spread_pct(cur_vals)), 1),
             "baseline_rounds": [round(v, 3) for v in base_vals],
@@ -271,17 +364,22 @@ def compare(ref: str, sections: list[str], runs: int, quick: bool, log: Callable
         "ratio": "> 1 means current is better: throughput current/baseline, latency and CPU baseline/current",
         "within_5pct": f"current at most {TOLERANCE:.0%} worse than baseline (ratio >= {1 - TOLERANCE})",
         "all_within_5pct": all(f["within_5pct"] for f in figures.values()),
+        "all_within_5pct_paired": all(f["within_5pct_paired"] for f in figures.values()),
         "figures": figures,
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="one measurement for bench.py --against (internal)")
-    parser.add_argument("--measure", required=True)
+    parser.add_argument("--measure", help="one round of a drain or latency group, e.g. drain.redis")
+    parser.add_argument("--serve-publish", choices=("redis", "sqlite"), help="publish blocks on request")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop workers and drop keys in the finally blocks
-    print(json.dumps(measure(args.measure, args.quick)))
+    if args.serve_publish:
+        serve_publish(args.serve_publish)
+    else:
+        print(json.dumps(measure(args.measure, args.quick)))
 
 
 if __name__ == "__main__":
