@@ -5,7 +5,8 @@ also on an error or Ctrl-C). Each measurement runs in a fresh subprocess whose w
 ``PYTHONPATH`` put one tree first (EVENTBUS_BENCH_TREE tells this tree's bench code which one), so the two
 versions of ``eventbus`` never share a process. Both trees run this tree's measurement code, which uses only
 the public API (``eventbus.broker``, ``eventbus.settings``, ``publish_event``/``publish_many``, the workers
-module and ``bench_apps``). Rounds interleave the trees (A B, B A, A B, ...) so machine noise hits both.
+module and ``bench_apps``; the SQLite drain also counts waiting messages with the broker's ``queue_size``,
+the same in both layouts). Rounds interleave the trees (A B, B A, A B, ...) so machine noise hits both.
 
 Each figure: baseline and current medians over the rounds, ``ratio`` oriented so that > 1 means the current
 tree is better (throughput: current / baseline; latency and CPU: baseline / current), and ``within_5pct``:
