@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# The eventbus package measured: this checkout, or the tree --against runs a subprocess for.
+TREE = Path(os.environ.get("EVENTBUS_BENCH_TREE", ROOT))
+sys.path.insert(0, str(TREE))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import dramatiq  # noqa: E402
@@ -56,6 +58,9 @@ class Namespaces:
             drop_namespace(self.client, ns)
 
 
+PUBLISH_BLOCK = 300  # calls per block: ours and the baselines alternate in blocks, so a noisy moment hits all
+
+
 def timed_loop(n: int, call: Callable[[int], Any]) -> dict[str, float]:
     latencies = []
     started = time.perf_counter()
@@ -71,18 +76,35 @@ def timed_loop(n: int, call: Callable[[int], Any]) -> dict[str, float]:
     }
 
 
+PAYLOAD = {"user_id": 42, "model_id": "m-17", "email": "someone@example.com", "note": "x" * 60}
+
+
+def install_bus(ns: Namespaces, url: str = REDIS_URL) -> None:
+    """Our bus on ``url`` (Redis under a fresh namespace, or SQLite), with the benchmark's topic declared."""
+    declare_topic("bench.happened")
+    settings = replace(Settings(), broker_url=url, namespace=ns.new())
+    set_settings(settings)
+    set_broker(make_broker(settings))
+
+
+def publish_one(i: int) -> None:
+    publish_event("bench.happened", PAYLOAD)
+
+
+def publish_many_per_s(n: int = 10_000) -> float:
+    """Events/s of one publish_many call of ``n`` events."""
+    batch = [("bench.happened", PAYLOAD)] * n
+    t = time.perf_counter()
+    publish_many(batch)
+    return n / (time.perf_counter() - t)
+
+
 def bench_publish(ns: Namespaces, n: int, runs: int) -> dict[str, Any]:
     """publish_event single calls and publish_many vs a Dramatiq send() loop and a redis-py LPUSH loop.
 
     Per call figures are medians over blocks of 300 calls, ours and the baselines alternating.
     """
-    declare_topic("bench.happened")
-    payload = {"user_id": 42, "model_id": "m-17", "email": "someone@example.com", "note": "x" * 60}
-
-    ours_ns = ns.new()
-    settings = replace(Settings(), broker_url=REDIS_URL, namespace=ours_ns)
-    set_settings(settings)
-    set_broker(make_broker(settings))
+    install_bus(ns)
 
     plain = DramatiqRedisBroker(url=REDIS_URL, namespace=ns.new())
     dramatiq.set_broker(plain)
@@ -94,23 +116,19 @@ def bench_publish(ns: Namespaces, n: int, runs: int) -> dict[str, Any]:
     lpush = redis.Redis.from_url(REDIS_URL)
     lpush_key = f"{ns.new()}:list"
     calls: dict[str, Callable[[int], Any]] = {
-        "publish_event": lambda i: publish_event("bench.happened", payload),
-        "dramatiq_send": lambda i: plain_actor.send({"topic": "x", "payload": payload}),
-        "redis_lpush": lambda i: lpush.lpush(lpush_key, json.dumps(payload)),
+        "publish_event": publish_one,
+        "dramatiq_send": lambda i: plain_actor.send({"topic": "x", "payload": PAYLOAD}),
+        "redis_lpush": lambda i: lpush.lpush(lpush_key, json.dumps(PAYLOAD)),
     }
     samples: dict[str, list[dict[str, float]]] = {name: [] for name in calls}
     ratios: list[float] = []
     bulk: list[float] = []
-    block = 300  # ours and the baselines alternate in blocks, so a noisy moment hits all of them
     for _ in range(runs):
-        for _ in range(max(1, n // block)):
+        for _ in range(max(1, n // PUBLISH_BLOCK)):
             for name, call in calls.items():
-                samples[name].append(timed_loop(block, call))
+                samples[name].append(timed_loop(PUBLISH_BLOCK, call))
             ratios.append(samples["publish_event"][-1]["per_s"] / samples["dramatiq_send"][-1]["per_s"])
-        batch = [("bench.happened", payload)] * 10_000
-        t = time.perf_counter()
-        publish_many(batch)
-        bulk.append(10_000 / (time.perf_counter() - t))
+        bulk.append(publish_many_per_s())
     set_broker(None)
     set_settings(None)
     out: dict[str, Any] = {"n": n, "runs": runs}
@@ -191,6 +209,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small counts: a smoke run, not figures to quote")
     parser.add_argument("--only", action="append", choices=sorted(SECTIONS), help="run only these sections")
+    parser.add_argument(
+        "--against",
+        metavar="REF",
+        help="compare publish, drain and latency (or those of --only) with git revision REF, in one interleaved run",
+    )
+    parser.add_argument("--runs", type=int, help="rounds per tree for --against (default 5, 3 with --quick)")
     args = parser.parse_args()
     ns = Namespaces()
     results: dict[str, Any] = {
@@ -198,13 +222,24 @@ def main() -> None:
         "quick": args.quick,
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
     }
-    try:
-        for name in args.only or list(SECTIONS):
-            print(f"bench: {name} ...", file=sys.stderr)
-            results[name] = SECTIONS[name](ns, args)
-    finally:
-        ns.cleanup()
-    for name in args.only or list(SECTIONS):
+    sections = args.only or list(SECTIONS)
+    if args.against:
+        from bench_against import compare
+
+        comparable = [name for name in ("publish", "drain", "latency") if name in sections]
+        if not comparable:
+            parser.error("--against compares only publish, drain and latency")
+        runs = args.runs or (3 if args.quick else 5)
+        results["against"] = compare(args.against, comparable, runs, args.quick, lambda m: print(m, file=sys.stderr))
+        sections = ["against"]
+    else:
+        try:
+            for name in sections:
+                print(f"bench: {name} ...", file=sys.stderr)
+                results[name] = SECTIONS[name](ns, args)
+        finally:
+            ns.cleanup()
+    for name in sections:
         results[name]["measured_at"] = results["started_at"]
     text = json.dumps(results, indent=2)
     out_dir = ROOT / "bench" / "results"
@@ -213,7 +248,7 @@ def main() -> None:
     if not args.quick:
         latest = ROOT / "bench" / "latest.json"
         # A partial run (--only) replaces just its own sections of the latest figures.
-        merged = json.loads(latest.read_text()) if args.only and latest.exists() else {}
+        merged = json.loads(latest.read_text()) if (args.only or args.against) and latest.exists() else {}
         merged.update(results)
         merged["verdicts"] = verdicts(merged)
         latest.write_text(json.dumps(merged, indent=2) + "\n")

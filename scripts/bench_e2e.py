@@ -20,6 +20,8 @@ import redis
 from bench_keys import drop_namespace
 
 ROOT = Path(__file__).resolve().parent.parent
+# The eventbus package the workers run: this checkout, or the tree `bench.py --against` measures.
+TREE = Path(os.environ.get("EVENTBUS_BENCH_TREE", ROOT))
 REDIS_URL = os.environ.get("EVENTBUS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 PAYLOAD = {"user_id": 42, "model_id": "m-17", "email": "someone@example.com"}
 
@@ -50,7 +52,7 @@ class Side:
         self.client = redis.Redis.from_url(REDIS_URL)
         env = dict(
             os.environ,
-            PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'scripts'}",
+            PYTHONPATH=f"{TREE}{os.pathsep}{ROOT / 'scripts'}",
             BENCH_MODE=mode,
             BENCH_KEY=self.key,
             BENCH_REDIS_URL=REDIS_URL,
@@ -66,7 +68,7 @@ class Side:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "dramatiq", module, "-p", "1", "-t", str(threads)],
             env=env,
-            cwd=ROOT,
+            cwd=TREE,  # `python -m` puts the working directory first on sys.path
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
