@@ -30,23 +30,13 @@ def dumps(data: Any) -> bytes:
         return json.dumps(data, separators=(",", ":")).encode()  # ASCII: json escapes the rest
 
 
-def dumps_for_lua(data: Any, omit: type | None = None) -> bytes:
+def dumps_for_lua(data: Any) -> bytes:
     """Like :func:`dumps`, for text the Lua scripts decode: cjson cannot read an escaped lone surrogate,
-    so such characters (odd bytes in an SMTP reply, say) become ``?`` (fine for ledger display text).
-
-    Values of type ``omit`` are written as ``null`` (what a script need not see, such as the message a
-    compact ledger write carries for its caller).
-    """
-
-    def default(value: Any) -> None:
-        if omit is not None and isinstance(value, omit):
-            return None
-        raise TypeError(f"{type(value).__name__} is not JSON")
-
+    so such characters (odd bytes in an SMTP reply, say) become ``?`` (fine for ledger display text)."""
     try:
-        return orjson.dumps(data, default=default, option=_OPTIONS)
+        return orjson.dumps(data, option=_OPTIONS)
     except orjson.JSONEncodeError:
-        text = json.dumps(data, default=default, separators=(",", ":"), ensure_ascii=False)
+        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
         return text.encode("utf-8", "replace")
 
 

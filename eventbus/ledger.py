@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import os
 import socket
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import dramatiq
@@ -99,6 +99,40 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+@dataclass(slots=True)  # not frozen: one is built per transition, and a frozen one costs several times as much
+class LedgerWrite:
+    """One ledger write: job ``job_id`` entered ``state`` at ``at_ms``, with ``fields`` to set on its record.
+
+    Built by :func:`transition` (or :func:`forced_transition` for the control plane). A store applies it
+    only if ``seq`` is not older than the stored sequence, unless ``force`` is set.
+    """
+
+    job_id: str
+    queue: str  # canonical (no ``.DQ``)
+    state: JobState
+    seq: int  # see :func:`sequence`
+    at_ms: int
+    kind: str  # 'fanout', 'delivery' or 'job'
+    topic: str  # "" for a job with none
+    fields: dict[str, str]  # record fields to set
+    message: dramatiq.Message[Any] | None = None  # a compact write's message (for :func:`make_full`); None if full
+    history: str | None = None  # its history entries, when not just ``state`` at ``at_ms`` (a folded write)
+    event_json: str | None = None  # a fan-out's event, kept for replay under ``event_id``
+    event_id: str | None = None
+    force: bool = False  # applied whatever the stored sequence (the control plane's writes)
+    existing: bool = False  # applied only to a record that exists (none is created)
+
+    @property
+    def compact(self) -> bool:
+        """True when the write leaves out the job's fixed fields (see :func:`transition`)."""
+        return self.message is not None
+
+    def keep_event(self, event: dict[str, Any]) -> None:
+        """Keep the published ``event`` for replay with this write."""
+        self.event_json = encoder.dumps(event).decode()
+        self.event_id = str(event["id"])
+
+
 def transition(
     message: dramatiq.Message[Any],
     state: JobState,
@@ -107,20 +141,19 @@ def transition(
     at_ms: int | None = None,
     compact: bool = False,
     **fields: str | int | None,
-) -> dict[str, Any]:
-    """One ledger write for ``message`` entering ``state``: the job's fields plus ``fields``.
+) -> LedgerWrite:
+    """One ledger write for ``message`` entering ``state``: the job's fields plus ``fields`` (None ones left out).
 
     A full write carries the job's fixed fields too (:func:`fixed_fields`), so whichever write arrives
     first creates a complete record. A ``compact`` one (a worker's ``active`` and ``completed``, whose
-    record its enqueue wrote) carries only what changes, and the message under ``"m"``: a store
-    that finds no record makes the write full (:func:`make_full`) instead of creating half a record.
+    record its enqueue wrote) carries only what changes, and the message: a store that finds no
+    record makes the write full (:func:`make_full`) instead of creating half a record.
     """
     # Built straight into strings: this runs for every transition, publishers included.
     options = message.options
     requeues = int(options.get("requeues", 0))
     kind = _KINDS.get(message.actor_name, "job")
     queue = message.queue_name.removesuffix(".DQ")
-    topic = options.get("topic")
     f = {} if compact else fixed_fields(message, kind, queue)
     f["requeues"] = str(requeues)
     f["attempts"] = str(attempt)
@@ -130,26 +163,29 @@ def transition(
     for name, value in fields.items():
         if value is not None:
             f[name] = str(value)
-    op: dict[str, Any] = {
-        "id": message.message_id,
-        "q": queue,
-        "s": state.value,
-        "seq": str(sequence(requeues, attempt, state)),
-        "t": str(at_ms or now_ms()),
-        "kind": kind,
-        "topic": topic or "",
-        "f": f,
-    }
-    if compact:
-        op["c"] = 1
-        op["m"] = message
+    op = LedgerWrite(
+        message.message_id,
+        queue,
+        state,
+        requeues * 1_000_000 + attempt * 10 + _RANK[state],  # sequence(), inlined: this runs per transition
+        at_ms or now_ms(),
+        kind,
+        options.get("topic") or "",
+        f,
+        message if compact else None,
+    )
     # The event is kept for replay once a worker takes its fan-out (not at publish: that is the hot path).
     if kind == "fanout" and state is JobState.ACTIVE:
         event = message.kwargs.get("event") if isinstance(message.kwargs, dict) else None
         if isinstance(event, dict) and "id" in event:
-            op["ev"] = encoder.dumps(event).decode()
-            op["eid"] = str(event["id"])
+            op.keep_event(event)
     return op
+
+
+def forced_transition(job_id: str, queue: str, state: JobState, at_ms: int) -> LedgerWrite:
+    """The control plane's write: the existing record of ``job_id`` enters ``state``, whatever its
+    sequence (a job with no record gets none)."""
+    return LedgerWrite(job_id, queue, state, 0, at_ms, "job", "", {}, force=True, existing=True)
 
 
 def fixed_fields(message: dramatiq.Message[Any], kind: str, queue: str) -> dict[str, str]:
@@ -169,23 +205,23 @@ def fixed_fields(message: dramatiq.Message[Any], kind: str, queue: str) -> dict[
     return f
 
 
-def make_full(op: dict[str, Any]) -> dict[str, Any]:
+def make_full(op: LedgerWrite) -> LedgerWrite:
     """The full form of a compact write (for a store that holds no record of its job yet)."""
-    if not op.get("c"):
+    message = op.message
+    if message is None:
         return op
-    out = {k: v for k, v in op.items() if k not in ("c", "m")}
-    out["f"] = {**fixed_fields(op["m"], op["kind"], op["q"]), **op["f"]}
-    return out
+    full = replace(op, message=None)
+    full.fields = {**fixed_fields(message, op.kind, op.queue), **op.fields}
+    return full
 
 
-def fanout_record(message: dramatiq.Message[Any], now_ms: int, worker: str) -> dict[str, Any]:
+def fanout_record(message: dramatiq.Message[Any], now_ms: int, worker: str) -> LedgerWrite:
     """The write for an event fanned out by its events consumer: completed, the event kept for replay."""
     attempt = int(message.options.get("retries", 0)) + 1
-    op = transition(message, JobState.COMPLETED, attempt, at_ms=now_ms, started_at_ms=now_ms, finished_at_ms=now_ms)
-    op["f"]["worker"] = worker
-    event = message.kwargs["event"]
-    op["ev"] = encoder.dumps(event).decode()
-    op["eid"] = str(event["id"])
+    op = transition(
+        message, JobState.COMPLETED, attempt, at_ms=now_ms, started_at_ms=now_ms, finished_at_ms=now_ms, worker=worker
+    )
+    op.keep_event(message.kwargs["event"])
     return op
 
 
@@ -223,13 +259,16 @@ class Completion:
             entry = f"{history_entry(JobState.ACTIVE, started)},{entry}"
         return sequence(requeues, self.attempt, JobState.COMPLETED), f, entry
 
-    def write(self) -> dict[str, Any]:
+    def write(self) -> LedgerWrite:
         """The compact write: completed, with the active one folded in when ``started_ms`` is set."""
-        _, f, entry = self.changes()
-        op = transition(self.message, JobState.COMPLETED, self.attempt, at_ms=self.finished_ms, compact=True)
-        op["f"].update(f)
-        op["h"] = entry
-        return op
+        message = self.message
+        seq, f, entry = self.changes()
+        kind = _KINDS.get(message.actor_name, "job")
+        queue = message.queue_name.removesuffix(".DQ")
+        topic = message.options.get("topic") or ""
+        return LedgerWrite(
+            message.message_id, queue, JobState.COMPLETED, seq, self.finished_ms, kind, topic, f, message, entry
+        )
 
     def flat(self) -> tuple[str, ...]:
         """id, sequence, finished ms, started ms (or ""), attempts, requeues, redis message id (or ""), worker."""
@@ -241,19 +280,19 @@ class Completion:
                 str(options.get("redis_message_id") or ""), self.worker)  # fmt: skip
 
 
-def coalesce(ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def coalesce(ops: list[LedgerWrite]) -> list[LedgerWrite]:
     """Fold each job's writes in one batch into one write, in sequence order, with their whole history.
 
     A job enqueued, started and finished within one flush then costs one write instead of three.
     Jobs with a control-plane write (``force``, ``existing``) in the batch are left as they are.
     """
-    if len({op["id"] for op in ops}) == len(ops):
+    if len({op.job_id for op in ops}) == len(ops):
         return list(ops)  # one write per job: nothing to fold
-    flagged = {op["id"] for op in ops if op.get("force") or op.get("existing")}
-    groups: dict[str, list[dict[str, Any]]] = {}
-    out: list[dict[str, Any] | str] = []
+    flagged = {op.job_id for op in ops if op.force or op.existing}
+    groups: dict[str, list[LedgerWrite]] = {}
+    out: list[LedgerWrite | str] = []
     for op in ops:
-        job_id = op["id"]
+        job_id = op.job_id
         if job_id in flagged:
             out.append(op)
         elif job_id in groups:
@@ -261,22 +300,33 @@ def coalesce(ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
         else:
             groups[job_id] = [op]
             out.append(job_id)
-    return [item if isinstance(item, dict) else _fold(groups[item]) for item in out]
+    return [_fold(groups[item]) if isinstance(item, str) else item for item in out]
 
 
-def _fold(writes: list[dict[str, Any]]) -> dict[str, Any]:
+def _fold(writes: list[LedgerWrite]) -> LedgerWrite:
     if len(writes) == 1:
         return writes[0]
-    writes = sorted(writes, key=lambda op: int(op["seq"]))
-    op = dict(writes[-1])
-    op["f"] = {k: v for w in writes for k, v in w["f"].items()}
-    op["h"] = ",".join(w.get("h") or history_entry(w["s"], w["t"]) for w in writes)
-    if not all(w.get("c") for w in writes):  # a full write among them: the fold can create the record
-        op.pop("c", None)
-        op.pop("m", None)
+    writes = sorted(writes, key=lambda op: op.seq)
+    last = writes[-1]
+    # A new write, not the last one changed: a failed flush queues the writes it was given again.
+    op = LedgerWrite(
+        last.job_id,
+        last.queue,
+        last.state,
+        last.seq,
+        last.at_ms,
+        last.kind,
+        last.topic,
+        {k: v for w in writes for k, v in w.fields.items()},
+        # Compact only if all are: a full write among them lets the fold create the record.
+        last.message if all(w.message is not None for w in writes) else None,
+        ",".join(w.history or history_entry(w.state, w.at_ms) for w in writes),
+        last.event_json,
+        last.event_id,
+    )
     for w in writes:
-        if "ev" in w:
-            op["ev"], op["eid"] = w["ev"], w["eid"]
+        if w.event_json is not None:
+            op.event_json, op.event_id = w.event_json, w.event_id
     return op
 
 

@@ -15,9 +15,8 @@ import os
 import threading
 import weakref
 from collections.abc import Callable
-from typing import Any
 
-from eventbus.ledger import Completion, coalesce
+from eventbus.ledger import Completion, LedgerWrite, coalesce
 from eventbus.stores import LedgerStore
 
 logger = logging.getLogger("eventbus.ledger")
@@ -31,10 +30,10 @@ class LedgerWriter:
     def __init__(self, store: LedgerStore, interval_s: float = FLUSH_INTERVAL_S) -> None:
         self.store = store
         self.interval_s = interval_s
-        self._ops: collections.deque[dict[str, Any] | Completion] = collections.deque()
+        self._ops: collections.deque[LedgerWrite | Completion] = collections.deque()
         # job id -> its active write, not yet built. No lock: a single dict store or pop is atomic, so a
         # held write is taken exactly once, by its job's next write or by a flush.
-        self._held: dict[str, Callable[[], dict[str, Any]]] = {}
+        self._held: dict[str, Callable[[], LedgerWrite]] = {}
         self._flush_lock = threading.Lock()
         self._start_lock = threading.Lock()
         self._stop = threading.Event()
@@ -43,9 +42,9 @@ class LedgerWriter:
         self._running = False  # the flusher runs in this process (a hot-path check with no syscall)
         _WRITERS.add(self)
 
-    def add(self, op: dict[str, Any]) -> None:
+    def add(self, op: LedgerWrite) -> None:
         """Queue one write; it reaches Redis within ``interval_s``."""
-        held = self.release(op["id"]) if self._held else None
+        held = self.release(op.job_id) if self._held else None
         if held is not None:
             self._ops.append(held())
         self._ops.append(op)
@@ -58,14 +57,14 @@ class LedgerWriter:
         if not self._running:
             self.start()
 
-    def hold(self, job_id: str, build: Callable[[], dict[str, Any]]) -> None:
+    def hold(self, job_id: str, build: Callable[[], LedgerWrite]) -> None:
         """Keep a job's write back (as the call that builds it) for :meth:`release` by its next write;
         the next flush builds and sends it if not."""
         self._held[job_id] = build
         if not self._running:
             self.start()
 
-    def release(self, job_id: str) -> Callable[[], dict[str, Any]] | None:
+    def release(self, job_id: str) -> Callable[[], LedgerWrite] | None:
         """The held write of ``job_id``, taken back (None once a flush sent it)."""
         return self._held.pop(job_id, None)
 
@@ -91,7 +90,7 @@ class LedgerWriter:
     def flush(self) -> int:
         """Write everything buffered now, in order; returns the number of writes sent."""
         with self._flush_lock:
-            ops: list[dict[str, Any]] = []
+            ops: list[LedgerWrite] = []
             done: list[Completion] = []
             while self._ops:
                 item = self._ops.popleft()

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     import dramatiq
 
-    from eventbus.ledger import Completion, JobRecord, JobState
+    from eventbus.ledger import Completion, JobRecord, JobState, LedgerWrite
     from eventbus.ledger_writer import LedgerWriter
     from eventbus.notification import Notification
     from eventbus.reports import HealthCheck, QueueDepth, Stats, WorkerInfo
@@ -36,7 +36,7 @@ class LedgerStore(Protocol):
 
     retention: Retention
 
-    def apply(self, ops: Sequence[dict[str, Any]], done: Sequence[Completion] = ()) -> int:
+    def apply(self, ops: Sequence[LedgerWrite], done: Sequence[Completion] = ()) -> int:
         """Apply ``ops`` (then ``done``) in order; returns how many were newer than what was stored."""
         ...
 
@@ -51,7 +51,7 @@ class ControlStore(Protocol):
 
     # -- ledger -------------------------------------------------------------------------------
 
-    def apply(self, ops: Sequence[dict[str, Any]]) -> int:
+    def apply(self, ops: Sequence[LedgerWrite]) -> int:
         """Apply ledger writes (see :func:`eventbus.ledger.transition`) in order; returns how many were newer."""
         ...
 

@@ -8,7 +8,7 @@ import pytest
 
 from eventbus.clock import now_ms
 from eventbus.delivery import build_message
-from eventbus.ledger import Completion, JobState, transition
+from eventbus.ledger import Completion, JobState, forced_transition, transition
 
 pytestmark = pytest.mark.redis
 
@@ -64,7 +64,7 @@ def test_a_job_moved_twice_in_one_call_is_only_in_its_last_state_set(bus):
     store = bus.stores.ledger.store
     ops = [transition(message, state, 1) for state in (JobState.WAITING, JobState.ACTIVE, JobState.COMPLETED)]
     for op in ops:
-        op["force"] = True
+        op.force = True
     store.apply(ops)
     # Then its record sits in the completed set only: the sets change once per call, not per write
     for state, members in (("waiting", 0), ("active", 0), ("completed", 1)):
@@ -95,8 +95,7 @@ def test_a_dead_jobs_record_loses_its_ttl_once_it_is_failed_history(bus):
     store.apply([transition(message, JobState.DEAD, 1)])
     assert bus.client.pttl(bus.key("job", "D1")) > 0
     # When its dead letter is purged and the record becomes failed history
-    store.apply([{"id": "D1", "q": "acks_q", "s": "failed", "seq": "0", "t": str(now_ms()), "kind": "job",
-                  "topic": "", "f": {}, "force": True, "existing": True}])  # fmt: skip
+    store.apply([forced_transition("D1", "acks_q", JobState.FAILED, now_ms())])
     # Then the record keeps no TTL: Upkeep trims failed records by their own age (and keep-N here)
     assert bus.client.pttl(bus.key("job", "D1")) == -1
     assert store.get(["D1"])[0].state is JobState.FAILED
@@ -112,8 +111,8 @@ def test_an_active_write_that_lands_after_its_completion_still_records_the_start
     bus._send_writes([], [("acks_q", rid)])
     # When the active write lands, late (and once more, as a retried flush would send it)
     store = bus.stores.ledger.store
-    store.apply([dict(active)])
-    store.apply([dict(active)])
+    store.apply([replace(active)])
+    store.apply([replace(active)])
     # Then the record stays completed and tells when and where the job started, in time order
     record = store.get(["A6"])[0]
     assert (record.state, record.started_at_ms, record.worker) == (JobState.COMPLETED, started, "w:1")

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from eventbus.ledger import JobRecord, JobState, coalesce, sequence
+from dataclasses import replace
+
+from eventbus.ledger import JobRecord, JobState, LedgerWrite, coalesce, sequence
 
 
-def write(job: str, state: JobState, t: int, attempt: int = 1, **fields: str) -> dict:
-    return {
-        "id": job,
-        "q": "default",
-        "s": state.value,
-        "seq": str(sequence(0, attempt, state)),
-        "t": str(t),
-        "kind": "delivery",
-        "topic": "t",
-        "f": {"id": job, **fields},
-    }
+def write(job: str, state: JobState, t: int, attempt: int = 1, **fields: str) -> LedgerWrite:
+    return LedgerWrite(
+        job_id=job,
+        queue="default",
+        state=state,
+        seq=sequence(0, attempt, state),
+        at_ms=t,
+        kind="delivery",
+        topic="t",
+        fields={"id": job, **fields},
+    )
 
 
 def test_a_job_enqueued_started_and_finished_in_one_flush_is_one_write():
@@ -26,29 +28,30 @@ def test_a_job_enqueued_started_and_finished_in_one_flush_is_one_write():
         write("a", JobState.COMPLETED, 4, finished_at_ms="4"),
     ]
     folded = coalesce(ops)
-    assert [op["id"] for op in folded] == ["a", "b"]
+    assert [op.job_id for op in folded] == ["a", "b"]
     a = folded[0]
-    assert a["s"] == "completed" and a["t"] == "4" and a["h"] == "w@1,a@3,c@4"
-    assert a["f"] == {"id": "a", "started_at_ms": "3", "finished_at_ms": "4"}
+    assert a.state is JobState.COMPLETED and a.at_ms == 4 and a.history == "w@1,a@3,c@4"
+    assert a.fields == {"id": "a", "started_at_ms": "3", "finished_at_ms": "4"}
     assert folded[1] == ops[1]
 
 
 def test_writes_that_arrive_out_of_order_fold_in_sequence_order():
     late_waiting = write("a", JobState.WAITING, 1)
     folded = coalesce([write("a", JobState.ACTIVE, 3), late_waiting])
-    assert folded[0]["s"] == "active" and folded[0]["h"] == "w@1,a@3"
+    assert folded[0].state is JobState.ACTIVE and folded[0].history == "w@1,a@3"
 
 
 def test_control_plane_writes_are_never_folded():
-    forced = {**write("a", JobState.FAILED, 9), "force": True, "existing": True}
+    forced = replace(write("a", JobState.FAILED, 9), force=True, existing=True)
     ops = [write("a", JobState.DEAD, 5), forced]
     assert coalesce(ops) == ops
 
 
 def test_the_event_kept_for_replay_survives_folding():
-    active = {**write("e", JobState.ACTIVE, 1), "kind": "fanout", "ev": '{"id":"e"}', "eid": "e"}
+    active = replace(write("e", JobState.ACTIVE, 1), kind="fanout", event_json='{"id":"e"}', event_id="e")
     folded = coalesce([active, write("e", JobState.COMPLETED, 2)])
-    assert folded[0]["ev"] == '{"id":"e"}' and folded[0]["eid"] == "e" and folded[0]["s"] == "completed"
+    assert folded[0].event_json == '{"id":"e"}' and folded[0].event_id == "e"
+    assert folded[0].state is JobState.COMPLETED
 
 
 def test_a_history_written_with_whole_state_names_still_reads():

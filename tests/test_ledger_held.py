@@ -48,7 +48,7 @@ def test_a_job_finished_before_the_flush_is_one_write_with_both_in_its_history(l
     assert writer.release(job.message_id) is not None
     completed = transition(job, JobState.COMPLETED, 1, at_ms=1_005, compact=True, started_at_ms=1_000,
                            finished_at_ms=1_005, worker="w")  # fmt: skip
-    completed["h"] = "a@1000,c@1005"
+    completed.history = "a@1000,c@1005"
     writer.add(completed)
     assert writer.flush() == 1
     [record] = ledger.get([job.message_id])
@@ -71,12 +71,12 @@ def test_a_fold_with_a_full_write_is_full_and_one_of_compact_writes_stays_compac
     job = message()
     waiting = transition(job, JobState.WAITING, 1, at_ms=990)
     started = active(job)()
-    assert "actor" not in started["f"] and started["c"] == 1
+    assert "actor" not in started.fields and started.compact
     [folded] = coalesce([waiting, started])
-    assert "c" not in folded and "m" not in folded and folded["f"]["actor"] == "user.job"
+    assert not folded.compact and folded.message is None and folded.fields["actor"] == "user.job"
     done = transition(job, JobState.COMPLETED, 1, at_ms=1_005, compact=True, finished_at_ms=1_005)
     [folded] = coalesce([started, done])
-    assert folded["c"] == 1 and folded["h"] == "a@1000,c@1005"
+    assert folded.compact and folded.history == "a@1000,c@1005"
 
 
 def test_a_flushed_active_write_lands_before_the_same_jobs_completion_in_one_batch(ledger):

@@ -7,7 +7,7 @@ from typing import Any
 import dramatiq
 
 from eventbus.deadletter import DeadReason, worker_lost_options
-from eventbus.ledger import JobState, transition
+from eventbus.ledger import JobState, LedgerWrite, transition
 
 WORKER_LOST = DeadReason.WORKER_LOST
 
@@ -17,7 +17,7 @@ def worker_lost(message: dramatiq.Message[Any], lost: int, now_ms: int | None = 
     return message.copy(options=worker_lost_options(message.options, lost, now_ms))
 
 
-def dead_record(dead: dramatiq.Message[Any]) -> dict[str, Any]:
+def dead_record(dead: dramatiq.Message[Any]) -> LedgerWrite:
     """The ledger write that moves the job of a worker-lost letter from ``active`` (its last run) to ``dead``.
 
     No worker survives to write it: whoever dead-letters the message does.

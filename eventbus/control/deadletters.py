@@ -16,7 +16,7 @@ import dramatiq
 from eventbus.clock import now_ms
 from eventbus.deadletter import DeadReason, attempts_of, reason_of
 from eventbus.errors import DeadLetterNotFound, EventBusError
-from eventbus.ledger import JobState, canonical_queue
+from eventbus.ledger import JobState, canonical_queue, forced_transition
 from eventbus.reports import DeadLetter, DeadLetterFilter, Page, RequeueResult, decode_cursor, next_cursor
 
 if TYPE_CHECKING:
@@ -239,15 +239,12 @@ def _fresh(message: dramatiq.Message[Any]) -> dramatiq.Message[Any]:
 
 def _mark_failed(cp: ControlPlane, taken: list[tuple[str, bytes]]) -> None:
     ops = []
-    at = str(now_ms())
+    at = now_ms()
     for queue, data in taken:
         try:
             job_id = dramatiq.Message.decode(data).message_id
         except Exception:
             continue
-        ops.append(
-            {"id": job_id, "q": queue, "s": JobState.FAILED.value, "seq": "0", "t": at, "kind": "job", "topic": "",
-             "f": {}, "force": True, "existing": True}
-        )  # fmt: skip
+        ops.append(forced_transition(job_id, queue, JobState.FAILED, at))
     if ops:
         cp.store.apply(ops)

@@ -25,7 +25,7 @@ import dramatiq
 from eventbus.brokers import BusBroker
 from eventbus.clock import now_ms
 from eventbus.delivery import FANOUT_ACTOR
-from eventbus.ledger import Completion, JobState, canonical_queue, transition, worker_name
+from eventbus.ledger import Completion, JobState, LedgerWrite, transition, worker_name
 from eventbus.ledger_writer import LedgerWriter
 from eventbus.settings import Settings
 
@@ -49,7 +49,7 @@ class Ledger(dramatiq.Middleware):
             self.writer = broker.stores.ledger
         return self.writer
 
-    def _write(self, broker: dramatiq.Broker, op: dict[str, Any]) -> None:
+    def _write(self, broker: dramatiq.Broker, op: LedgerWrite) -> None:
         writer = self.writer or self.bind(broker)
         if writer is not None:
             writer.add(op)
@@ -79,9 +79,11 @@ class Ledger(dramatiq.Middleware):
             self._write(broker, transition(message, JobState.WAITING, retries + 1))
         elif retries and "traceback" in options:
             error = self._error_for(message.message_id) or _last_line(options.get("traceback"))
-            op = transition(message, JobState.RETRYING, retries, next_attempt_at_ms=eta, error=error)
-            op["f"]["traceback"] = str(options["traceback"])
-            self._write(broker, op)
+            tb = str(options["traceback"])
+            self._write(
+                broker,
+                transition(message, JobState.RETRYING, retries, next_attempt_at_ms=eta, error=error, traceback=tb),
+            )
         else:
             self._write(broker, transition(message, JobState.DELAYED, retries + 1, next_attempt_at_ms=eta))
 
@@ -95,7 +97,7 @@ class Ledger(dramatiq.Middleware):
         if writer is not None:
             writer.hold(inner.message_id, functools.partial(self._active, inner, attempt, at))
 
-    def _active(self, message: dramatiq.Message[Any], attempt: int, at: int) -> dict[str, Any]:
+    def _active(self, message: dramatiq.Message[Any], attempt: int, at: int) -> LedgerWrite:
         return transition(
             message, JobState.ACTIVE, attempt, at_ms=at, compact=True, started_at_ms=at, worker=self._worker
         )
@@ -149,10 +151,8 @@ class Ledger(dramatiq.Middleware):
             finished_at_ms=now_ms(),
             error=f"{type(exception).__name__}: {exception}" if exception else _last_line(tb),
             worker=self._worker,
+            traceback=str(tb) if tb else None,
         )
-        op["q"] = canonical_queue(message.queue_name)
-        if tb:
-            op["f"]["traceback"] = str(tb)
         self._write(broker, op)
 
     def _error_for(self, message_id: str) -> str | None:

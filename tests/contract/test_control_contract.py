@@ -205,7 +205,7 @@ def test_a_compact_write_creates_a_whole_record_and_keeps_the_fixed_fields_of_on
     assert cp.store.apply([transition(known, JobState.WAITING, 1, at_ms=1_000)]) == 1
     # When both are applied
     writes = [transition(m, JobState.ACTIVE, 1, at_ms=2_000, compact=True, worker="w:1") for m in (fresh, known)]
-    assert all("actor" not in op["f"] for op in writes)
+    assert all("actor" not in op.fields for op in writes)
     assert cp.store.apply(writes) == 2
     # Then each record is whole: the missing one was written in full, the other kept its fields
     for job_id in ("J1", "J2"):

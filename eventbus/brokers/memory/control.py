@@ -15,7 +15,7 @@ import dramatiq
 
 from eventbus.clock import now_ms
 from eventbus.delivery import EVENTS_QUEUE
-from eventbus.ledger import Completion, JobRecord, JobState, canonical_queue
+from eventbus.ledger import Completion, JobRecord, JobState, LedgerWrite, canonical_queue
 from eventbus.priority import Priority
 from eventbus.reports import HealthCheck, QueueDepth, QueueStats, Stats, WorkerInfo, stats_of
 from eventbus.retention import BUCKET_MS
@@ -39,7 +39,7 @@ class MemoryControlStore:
 
     # -- ledger -------------------------------------------------------------------------------
 
-    def apply(self, ops: Sequence[dict[str, Any]], done: Sequence[Completion] = ()) -> int:
+    def apply(self, ops: Sequence[LedgerWrite], done: Sequence[Completion] = ()) -> int:
         return self.ledger.apply(ops, done)
 
     def get(self, job_ids: Iterable[str]) -> list[JobRecord | None]:

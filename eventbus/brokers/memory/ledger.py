@@ -14,9 +14,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from eventbus import encoder
 from eventbus.clock import now_ms
-from eventbus.ledger import Completion, JobRecord, JobState, history_entry, make_full
+from eventbus.ledger import Completion, JobRecord, JobState, LedgerWrite, history_entry, make_full
 from eventbus.retention import BUCKET_MS, Retention
 
 _HISTORY_CHARS = 1500
@@ -60,7 +59,7 @@ class MemoryLedger:
         view._retain(retention)
         return view
 
-    def apply(self, ops: Sequence[dict[str, Any]], done: Sequence[Completion] = ()) -> int:
+    def apply(self, ops: Sequence[LedgerWrite], done: Sequence[Completion] = ()) -> int:
         """Apply writes in order, then completions, at once; returns how many were newer than the stored records."""
         applied = 0
         now = now_ms()
@@ -69,43 +68,43 @@ class MemoryLedger:
             for op in [*ops, *(_completed(c) for c in done)]:
                 if self._apply_one(op, now):
                     applied += 1
-                    if op["s"] in self._keep:
-                        kept.add((op["q"], op["s"]))
+                    if op.state in self._keep:
+                        kept.add((op.queue, op.state))
             for queue, state in kept:
                 self._keep_newest(queue, state, self._keep[state])
         return applied
 
-    def _apply_one(self, op: dict[str, Any], now: int) -> bool:
-        if "ev" in op:
-            stored = self._events.get(op["eid"])
+    def _apply_one(self, op: LedgerWrite, now: int) -> bool:
+        if op.event_json is not None and op.event_id is not None:
+            stored = self._events.get(op.event_id)
             if stored is None or stored[1] <= now:
-                self._events[op["eid"]] = (op["ev"], now + self._event_ms)
-        job_id, state, t, seq = op["id"], op["s"], int(op["t"]), int(op["seq"])
-        entry = op.get("h") or history_entry(state, t)
+                self._events[op.event_id] = (op.event_json, now + self._event_ms)
+        job_id, state, t, seq = op.job_id, op.state, op.at_ms, op.seq
+        entry = op.history or history_entry(state, t)
         record = self._live(job_id, now)
         if record is None:
-            if op.get("existing"):
+            if op.existing:
                 return False
             op = make_full(op)  # a compact write's job has no record yet: create it whole
-        elif not op.get("force") and seq < record.seq:
+        elif not op.force and seq < record.seq:
             return False
         history = f"{record.history},{entry}" if record is not None else entry
         if len(history) > _HISTORY_CHARS:
             cut = history.find(",", len(history) - _HISTORY_CHARS - 1)
             history = history[cut + 1 :] if cut >= 0 else history
         fields = dict(record.fields) if record is not None else {}
-        fields.update(op["f"])
-        store_seq = max(seq, record.seq) if op.get("force") and record is not None else seq
+        fields.update(op.fields)
+        store_seq = max(seq, record.seq) if op.force and record is not None else seq
         age = self._age_ms.get(state)
         self._records[job_id] = _Record(
-            op["q"], state, store_seq, t, None if age is None else now + age, fields, history
+            op.queue, state, store_seq, t, None if age is None else now + age, fields, history
         )
         if record is None:
-            self.known_queues.add(op["q"])
-            if op["kind"] == "fanout":
-                self.topic_stats[(op["topic"], "published")] += 1
+            self.known_queues.add(op.queue)
+            if op.kind == "fanout":
+                self.topic_stats[(op.topic, "published")] += 1
         if record is None or record.state != state:
-            self._finished(op["q"], op["kind"], op["topic"], state, t)
+            self._finished(op.queue, op.kind, op.topic, state, t)
         return True
 
     def _finished(self, queue: str, kind: str, topic: str, state: str, t: int) -> None:
@@ -200,10 +199,10 @@ class MemoryLedger:
         return dict(json.loads(stored[0])) if stored is not None and stored[1] > now_ms() else None
 
 
-def _completed(c: Completion) -> dict[str, Any]:
+def _completed(c: Completion) -> LedgerWrite:
     """A completion's write; a fan-out's keeps its event for replay (as its active write would have)."""
     op = c.write()
     event = c.message.kwargs.get("event") if isinstance(c.message.kwargs, dict) else None
-    if op["kind"] == "fanout" and isinstance(event, dict) and "id" in event:
-        op["ev"], op["eid"] = encoder.dumps(event).decode(), str(event["id"])
+    if op.kind == "fanout" and isinstance(event, dict) and "id" in event:
+        op.keep_event(event)
     return op

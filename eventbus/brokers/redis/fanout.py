@@ -119,9 +119,16 @@ class FanoutConsumer(RedisConsumer):
         dead = message.copy(options=nacked_options({"attempts": 1}, exc))
         self.broker.do_nack(self.queue_name, message.options["redis_message_id"], dead.encode())
         if self.ledger is not None:
-            op = transition(dead, JobState.DEAD, 1, finished_at_ms=dead.options["dead_at"], error=error)
-            op["f"]["traceback"] = dead.options["traceback"]
-            self.ledger.add(op)
+            self.ledger.add(
+                transition(
+                    dead,
+                    JobState.DEAD,
+                    1,
+                    finished_at_ms=dead.options["dead_at"],
+                    error=error,
+                    traceback=dead.options["traceback"],
+                )
+            )
         logger.error(
             "dead-lettered event message %s on %r: cannot fan it out (%s)", message.message_id, self.queue_name, error
         )

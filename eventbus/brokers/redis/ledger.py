@@ -16,19 +16,49 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import dramatiq
 import redis
 
 from eventbus import encoder
 from eventbus.brokers.redis.direct import Direct
 from eventbus.brokers.redis.lua import load
-from eventbus.ledger import Completion, JobRecord, JobState, make_full
+from eventbus.ledger import Completion, JobRecord, JobState, LedgerWrite, make_full
 from eventbus.retention import Retention
 
 _APPLY = load("ledger_apply")  # see lua/ledger_prelude.lua for the parts it shares with the ack script
 _TRIM = load("ledger_trim")
 
 _CHUNK = 100
+
+
+def wire(ops: Iterable[LedgerWrite]) -> list[dict[str, Any]]:
+    """``ops`` as the write scripts read them (``op.id``, ``op.s`` ...; see lua/ledger_apply.lua): short
+    keys, the sequence and time as strings, the optional keys only when set, no message (``c`` says
+    compact)."""
+    out = []
+    for op in ops:
+        w: dict[str, Any] = {
+            "id": op.job_id,
+            "q": op.queue,
+            "s": op.state,  # a str enum: JSON has its value
+            "seq": str(op.seq),
+            "t": str(op.at_ms),
+            "kind": op.kind,
+            "topic": op.topic,
+            "f": op.fields,
+        }
+        if op.message is not None:
+            w["c"] = 1
+        if op.history is not None:
+            w["h"] = op.history
+        if op.event_json is not None:
+            w["ev"], w["eid"] = op.event_json, op.event_id
+        if op.force or op.existing:  # the control plane's writes only
+            if op.force:
+                w["force"] = True
+            if op.existing:
+                w["existing"] = True
+        out.append(w)
+    return out
 
 
 class RedisLedger:
@@ -57,11 +87,11 @@ class RedisLedger:
     def state_key(self, queue: str, state: JobState | str) -> str:
         return self.key("jobs", queue, str(state))
 
-    def apply(self, ops: Sequence[dict[str, Any]], done: Sequence[Completion] = ()) -> int:
+    def apply(self, ops: Sequence[LedgerWrite], done: Sequence[Completion] = ()) -> int:
         """Apply writes in order, then completions, in one round trip per ``_CHUNK``; returns how many
         were newer than the stored records. (A worker's completions usually go with its acks instead.)
 
-        ARGV: namespace, writes (JSON), the six retention values. The script returns the number
+        ARGV: namespace, writes (JSON, see :func:`wire`), the six retention values. The script returns the number
         applied, then the ids of compact writes that found no record; those are sent again in full.
         """
         ops = [*ops, *(c.write() for c in done)]
@@ -70,12 +100,12 @@ class RedisLedger:
         args = self.retention.args()
         applied, missing = 0, set[str]()
         for i in range(0, len(ops), _CHUNK):
-            chunk = encoder.dumps_for_lua(ops[i : i + _CHUNK], omit=dramatiq.Message)
+            chunk = encoder.dumps_for_lua(wire(ops[i : i + _CHUNK]))
             reply = self.direct.evalsha(self._apply, self.namespace, chunk, *args)
             applied += int(reply[0])
             missing.update(job_id.decode() for job_id in reply[1:])
         if missing:  # compact writes of jobs with no record yet (their enqueue's write is still on its way)
-            applied += self.apply([make_full(op) for op in ops if op["id"] in missing])
+            applied += self.apply([make_full(op) for op in ops if op.job_id in missing])
         return applied
 
     def get(self, job_ids: Iterable[str]) -> list[JobRecord | None]:

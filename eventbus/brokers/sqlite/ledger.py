@@ -24,6 +24,7 @@ from eventbus.ledger import (
     Completion,
     JobRecord,
     JobState,
+    LedgerWrite,
     canonical_queue,
     history_entry,
     job_kind,
@@ -49,7 +50,7 @@ class SQLiteLedger:
                         JobState.DEAD.value: dead_ms}  # fmt: skip
         self._event_ms = event_ms
 
-    def apply(self, ops: Sequence[dict[str, Any]], done: Sequence[Completion] = ()) -> int:
+    def apply(self, ops: Sequence[LedgerWrite], done: Sequence[Completion] = ()) -> int:
         """Apply writes in order, then completions, in one transaction; returns how many were newer than
         the stored records."""
         if not ops and not done:
@@ -63,8 +64,8 @@ class SQLiteLedger:
             for op in ops:
                 if self._apply_one(conn, op, now, counts):
                     applied += 1
-                    if op["s"] in self._keep:
-                        kept.add((op["q"], op["s"]))
+                    if op.state in self._keep:
+                        kept.add((op.queue, op.state))
             for c in done:
                 queue = self._complete(conn, c, now, counts)
                 if queue is None:  # not a live record in an earlier state: the general path decides
@@ -80,66 +81,65 @@ class SQLiteLedger:
                 conn.execute("DELETE FROM ctl_processed WHERE bucket < ?", (now // BUCKET_MS - 20,))
         return applied
 
-    def _apply_one(self, conn: sqlite3.Connection, op: dict[str, Any], now: int, counts: _Counts) -> bool:
-        if "ev" in op:
+    def _apply_one(self, conn: sqlite3.Connection, op: LedgerWrite, now: int, counts: _Counts) -> bool:
+        if op.event_json is not None:
             conn.execute(
                 "INSERT INTO ctl_events (id, data, expires_at) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
                 "data = excluded.data, expires_at = excluded.expires_at WHERE ctl_events.expires_at <= ?",
-                (op["eid"], op["ev"], now + self._event_ms, now),
+                (op.event_id, op.event_json, now + self._event_ms, now),
             )
-        if op.get("c") and self._apply_compact(conn, op, now, counts):
+        if op.message is not None and self._apply_compact(conn, op, now, counts):
             return True
-        job_id, state, t = op["id"], op["s"], int(op["t"])
+        job_id, state, t, seq = op.job_id, op.state, op.at_ms, op.seq
         row = conn.execute(
             "SELECT seq, state, queue, history, fields, expires_at FROM ctl_jobs WHERE id = ?", (job_id,)
         ).fetchone()
         if row is not None and row[5] is not None and row[5] <= now:  # expired: as if it were gone
             conn.execute("DELETE FROM ctl_jobs WHERE id = ?", (job_id,))
             row = None
-        seq = int(op["seq"])
         if row is None:
-            if op.get("existing"):
+            if op.existing:
                 return False
             op = make_full(op)  # a compact write's job has no record yet: create it whole
-        elif not op.get("force") and seq < row[0]:
+        elif not op.force and seq < row[0]:
             return False
-        store_seq = max(seq, row[0]) if op.get("force") and row is not None else seq
-        entry = op.get("h") or history_entry(state, t)
+        store_seq = max(seq, row[0]) if op.force and row is not None else seq
+        entry = op.history or history_entry(state, t)
         history = f"{row[3]},{entry}" if row is not None else entry
         if len(history) > _HISTORY_CHARS:
             cut = history.find(",", len(history) - _HISTORY_CHARS - 1)
             history = history[cut + 1 :] if cut >= 0 else history
         # A record's fields are strings only, so orjson reads them exactly, and faster than json.
         fields = orjson.loads(row[4]) if row is not None else {}
-        fields.update(op["f"])
+        fields.update(op.fields)
         age = self._age_ms.get(state)
         conn.execute(
             "INSERT INTO ctl_jobs (id, queue, state, seq, updated_at, expires_at, fields, history) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET queue = excluded.queue, "
             "state = excluded.state, seq = excluded.seq, updated_at = excluded.updated_at, "
             "expires_at = excluded.expires_at, fields = excluded.fields, history = excluded.history",
-            (job_id, op["q"], state, store_seq, t, None if age is None else now + age,
+            (job_id, op.queue, state, store_seq, t, None if age is None else now + age,
              orjson.dumps(fields).decode(), history),
         )  # fmt: skip
         if row is None:
-            counts.queues.add(op["q"])
-            if op["kind"] == "fanout":
-                counts.topics[(op["topic"], "published")] += 1
+            counts.queues.add(op.queue)
+            if op.kind == "fanout":
+                counts.topics[(op.topic, "published")] += 1
         if row is None or row[1] != state:
-            counts.finished(op["q"], op["kind"], op["topic"], state, t)
+            counts.finished(op.queue, op.kind, op.topic, state, t)
         return True
 
-    def _apply_compact(self, conn: sqlite3.Connection, op: dict[str, Any], now: int, counts: _Counts) -> bool:
+    def _apply_compact(self, conn: sqlite3.Connection, op: LedgerWrite, now: int, counts: _Counts) -> bool:
         """A worker's write to a live record it moves on: one UPDATE, its fields merged by SQLite.
 
         False (nothing written) when the general path must decide: no record, a newer one, one
         already in this state (a duplicate delivery), or a history that needs trimming.
         """
-        state, t = op["s"], int(op["t"])
-        if not self._update(conn, op["id"], state, int(op["seq"]), t, op.get("h") or history_entry(state, t),
-                            orjson.dumps(op["f"]), now):  # fmt: skip
+        state, t = op.state, op.at_ms
+        if not self._update(conn, op.job_id, state, op.seq, t, op.history or history_entry(state, t),
+                            orjson.dumps(op.fields), now):  # fmt: skip
             return False
-        counts.finished(op["q"], op["kind"], op["topic"], state, t)
+        counts.finished(op.queue, op.kind, op.topic, state, t)
         return True
 
     def _complete(self, conn: sqlite3.Connection, c: Completion, now: int, counts: _Counts) -> str | None:
