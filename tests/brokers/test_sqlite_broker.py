@@ -122,7 +122,7 @@ def test_only_a_message_a_worker_held_before_is_careful_and_its_start_mark_is_st
     # unfinished, and stops renewing "held" (as if it died running it)
     consumer_a = a.consume("q", prefetch=3, timeout=50)
     consumer_a.ack(fresh)
-    a.runs.mark_started(marked.row_id, careful=True)
+    a.writes.mark_started(marked.row_id, wait=True)
     assert b.store.execute("SELECT row_id FROM message_runs") == [(marked.row_id,)]
     consumer_a.requeue([marked])
     # Then B, once the lease has run out, gets both back careful: its threads mark them before running
