@@ -15,9 +15,12 @@ import os
 import threading
 import weakref
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from eventbus.ledger import Completion, LedgerWrite, coalesce
-from eventbus.stores import LedgerStore
+
+if TYPE_CHECKING:
+    from eventbus.stores import LedgerStore
 
 logger = logging.getLogger("eventbus.ledger")
 

@@ -15,16 +15,19 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
+
+from eventbus.ledger_writer import LedgerWriter
+from eventbus.retention import Retention
+from eventbus.settings import Settings
 
 if TYPE_CHECKING:
     import dramatiq
 
     from eventbus.ledger import Completion, JobRecord, JobState, LedgerWrite
-    from eventbus.ledger_writer import LedgerWriter
     from eventbus.notification import Notification
     from eventbus.reports import HealthCheck, QueueDepth, Stats, WorkerInfo
-    from eventbus.retention import Retention
     from eventbus.scheduled import ScheduledEntry
     from eventbus.send_record import RecordStore
 
@@ -263,7 +266,10 @@ class PauseStore(Protocol):
 class Stores(abc.ABC):
     """Everything one backend stores, built once by its broker (``broker.stores``)."""
 
-    namespace: str
+    def __init__(self, namespace: str, settings: Settings) -> None:
+        self.namespace = namespace
+        self.settings = settings
+        self.retention = Retention.from_settings(settings)
 
     @property
     @abc.abstractmethod
@@ -274,10 +280,14 @@ class Stores(abc.ABC):
     def location(self) -> str:
         """Where the backend keeps its data, without secrets (for logs and errors)."""
 
-    @property
-    @abc.abstractmethod
+    @cached_property
     def ledger(self) -> LedgerWriter | None:
         """The buffered job ledger (None when the ledger is off)."""
+        return LedgerWriter(self.ledger_store()) if self.settings.ledger else None
+
+    @abc.abstractmethod
+    def ledger_store(self) -> LedgerStore:
+        """Where the buffered ledger writes, keeping ``self.retention``."""
 
     @property
     @abc.abstractmethod

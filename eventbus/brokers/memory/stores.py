@@ -7,14 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 from eventbus.brokers.memory.inbox import MemoryInbox
 from eventbus.brokers.memory.send_records import MemoryRecords
-from eventbus.ledger_writer import LedgerWriter
-from eventbus.retention import Retention
 from eventbus.settings import Settings
 from eventbus.stores import Stores
 
 if TYPE_CHECKING:
     from eventbus.brokers.memory.broker import MemoryBroker
     from eventbus.brokers.memory.control import MemoryControlStore
+    from eventbus.brokers.memory.ledger import MemoryLedger
     from eventbus.brokers.memory.limits import MemoryLimits
     from eventbus.brokers.memory.schedule import MemorySchedule
 
@@ -39,10 +38,8 @@ class MemoryStores(Stores):
     """The stores of one :class:`MemoryBroker`; no crash recovery (nothing outlives the process)."""
 
     def __init__(self, broker: MemoryBroker, settings: Settings) -> None:
+        super().__init__(broker.namespace, settings)
         self.broker = broker
-        self.settings = settings
-        self.namespace = broker.namespace
-        self.retention = Retention.from_settings(settings)
 
     @property
     def owner(self) -> str:
@@ -51,11 +48,8 @@ class MemoryStores(Stores):
     def location(self) -> str:
         return "in this process"
 
-    @cached_property
-    def ledger(self) -> LedgerWriter | None:
-        if not self.settings.ledger:
-            return None
-        return LedgerWriter(self.broker.ledger.with_retention(self.retention))
+    def ledger_store(self) -> MemoryLedger:
+        return self.broker.ledger.with_retention(self.retention)
 
     @property
     def control(self) -> MemoryControlStore:

@@ -12,8 +12,6 @@ from eventbus.brokers.redis.ledger import RedisLedger
 from eventbus.brokers.redis.pause import RedisPause
 from eventbus.brokers.redis.send_records import RedisRecords
 from eventbus.ledger import Completion
-from eventbus.ledger_writer import LedgerWriter
-from eventbus.retention import Retention
 from eventbus.settings import Settings
 from eventbus.stores import Stores
 
@@ -28,10 +26,8 @@ class RedisStores(Stores):
     """The stores of one :class:`RedisBroker`, each built on first use."""
 
     def __init__(self, broker: RedisBroker, settings: Settings) -> None:
+        super().__init__(broker.namespace, settings)
         self.broker = broker
-        self.settings = settings
-        self.namespace = broker.namespace
-        self.retention = Retention.from_settings(settings)
         self._done: dict[str, Completion] = {}  # job id -> its completion, until its ack
 
     @property
@@ -41,12 +37,9 @@ class RedisStores(Stores):
     def location(self) -> str:
         return redact(self.broker.url)
 
-    @cached_property
-    def ledger(self) -> LedgerWriter | None:
-        if not self.settings.ledger:
-            return None
+    def ledger_store(self) -> RedisLedger:
         b = self.broker
-        return LedgerWriter(RedisLedger(b.client, b.namespace, self.retention, b.direct))
+        return RedisLedger(b.client, b.namespace, self.retention, b.direct)
 
     @cached_property
     def control(self) -> RedisControlStore:

@@ -9,8 +9,6 @@ from eventbus.brokers.sqlite.inbox import SQLiteInbox
 from eventbus.brokers.sqlite.ledger import SQLiteLedger
 from eventbus.brokers.sqlite.pause import SQLitePause
 from eventbus.brokers.sqlite.send_records import SQLiteSendRecords
-from eventbus.ledger_writer import LedgerWriter
-from eventbus.retention import Retention
 from eventbus.settings import Settings
 from eventbus.stores import Stores
 
@@ -26,10 +24,8 @@ class SQLiteStores(Stores):
     """The stores of one :class:`SQLiteBroker`, each built on first use (its tables too)."""
 
     def __init__(self, broker: SQLiteBroker, settings: Settings) -> None:
+        super().__init__(broker.namespace, settings)
         self.broker = broker
-        self.settings = settings
-        self.namespace = broker.namespace
-        self.retention = Retention.from_settings(settings)
 
     @property
     def owner(self) -> str:
@@ -38,11 +34,8 @@ class SQLiteStores(Stores):
     def location(self) -> str:
         return f"file={self.broker.path}"
 
-    @cached_property
-    def ledger(self) -> LedgerWriter | None:
-        if not self.settings.ledger:
-            return None
-        return LedgerWriter(SQLiteLedger(self.broker.store, self.namespace, self.retention))
+    def ledger_store(self) -> SQLiteLedger:
+        return SQLiteLedger(self.broker.store, self.namespace, self.retention)
 
     @cached_property
     def control(self) -> SQLiteControlStore:
