@@ -77,9 +77,13 @@ class Housekeeping(dramatiq.Middleware):
     # heartbeat thread
 
     def _beat(self, broker: Any) -> None:
-        recovery = broker.stores.recovery
-        if recovery is not None:
-            recovery.beat(int(self.settings.heartbeat_timeout_s * 1000), LEASES.items())
+        """This worker is alive, and so are its concurrency leases (one round trip where the store can)."""
+        ttl_ms = int(self.settings.heartbeat_timeout_s * 1000)
+        stores = broker.stores
+        if stores.recovery is not None:
+            stores.recovery.beat(ttl_ms, LEASES.items())
+        else:
+            stores.limits.renew(list(LEASES.items()), ttl_ms)
 
     def _heartbeat_loop(self, broker: Any) -> None:
         interval_s = max(0.05, self.settings.heartbeat_interval_s)

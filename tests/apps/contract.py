@@ -89,7 +89,7 @@ def c_capped(event: Event) -> None:
         RUNNING["now"] += 1
         RUNNING["max"] = max(RUNNING["max"], RUNNING["now"])
     try:
-        time.sleep(0.15)
+        time.sleep(event.payload.get("sleep_ms", 150) / 1000)
         record("c_capped", event)
     finally:
         with _lock:

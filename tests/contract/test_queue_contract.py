@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import replace
 from datetime import timedelta
 
 import dramatiq
@@ -93,6 +94,23 @@ def test_a_concurrency_cap_holds_with_more_threads_than_slots(contract_bus):
     assert app.RUNNING["max"] == 2
     assert sorted(c.event_id for c in app.calls_of("c_capped")) == sorted(e.id for e in events)
     assert contract_bus.dead_letters("c_capped") == []
+
+
+def test_a_cap_holds_for_jobs_that_run_longer_than_the_heartbeat_timeout(contract_bus):
+    from eventbus.middleware.housekeeping import Housekeeping
+    from eventbus.middleware.limits import QueueLimits
+
+    # Given queue c_capped capped at 2, and slot leases that expire 0.6 s after their last renewal
+    quick = replace(contract_bus.settings, heartbeat_timeout_s=0.6, heartbeat_interval_s=0.1)
+    for middleware in contract_bus.broker.middleware:
+        if isinstance(middleware, (QueueLimits, Housekeeping)):
+            middleware.settings = quick
+    contract_bus.start(threads=8)
+    # When three jobs of 1.5 s are queued at once
+    publish_many([("contract.capped", {"n": i, "sleep_ms": 1500}) for i in range(3)])
+    wait_for(lambda: len(app.calls_of("c_capped")) >= 3, 30)
+    # Then the running jobs' leases were renewed: never more than 2 ran at once
+    assert app.RUNNING["max"] == 2
 
 
 def test_a_freed_cap_slot_goes_to_the_most_urgent_job_waiting(contract_bus):
