@@ -25,7 +25,8 @@ from eventbus.settings import Settings
 if TYPE_CHECKING:
     import dramatiq
 
-    from eventbus.ledger import Completion, JobRecord, JobState, LedgerWrite
+    from eventbus.job_record import JobRecord
+    from eventbus.ledger import Completion, JobState, LedgerWrite
     from eventbus.notification import Notification
     from eventbus.reports import HealthCheck, QueueDepth, Stats, WorkerInfo
     from eventbus.scheduled import ScheduledEntry

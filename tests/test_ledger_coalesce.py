@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from eventbus.ledger import JobRecord, JobState, LedgerWrite, coalesce, sequence
+from eventbus.job_record import JobRecord
+from eventbus.ledger import JobState, LedgerWrite, coalesce, sequence
 
 
 def write(job: str, state: JobState, t: int, attempt: int = 1, **fields: str) -> LedgerWrite:

@@ -23,7 +23,8 @@ from eventbus.brokers import BusBroker
 from eventbus.control import deadletters, health, jobs, stats
 from eventbus.delivery import delivery_id, delivery_message
 from eventbus.errors import ControlPlaneUnavailable, EventBusError, EventNotFound, QueueNotFound, SubscriptionNotFound
-from eventbus.ledger import JobRecord, JobState, canonical_queue
+from eventbus.job_record import JobRecord
+from eventbus.ledger import JobState, canonical_queue
 from eventbus.priority import Priority
 from eventbus.reports import (
     DeadLetter,

@@ -10,7 +10,8 @@ import dramatiq
 from eventbus.clock import now_ms
 from eventbus.delivery import EVENTS_QUEUE
 from eventbus.errors import EventBusError, InvalidJobState, JobNotFound
-from eventbus.ledger import JobRecord, JobState
+from eventbus.job_record import JobRecord
+from eventbus.ledger import JobState
 from eventbus.reports import Page, decode_cursor, next_cursor
 
 if TYPE_CHECKING:

@@ -15,7 +15,8 @@ import dramatiq
 
 from eventbus.clock import now_ms
 from eventbus.delivery import EVENTS_QUEUE
-from eventbus.ledger import Completion, JobRecord, JobState, LedgerWrite, canonical_queue
+from eventbus.job_record import JobRecord
+from eventbus.ledger import Completion, JobState, LedgerWrite, canonical_queue
 from eventbus.priority import Priority
 from eventbus.reports import HealthCheck, QueueDepth, QueueStats, Stats, WorkerInfo, stats_of
 from eventbus.retention import BUCKET_MS

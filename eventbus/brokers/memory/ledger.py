@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from eventbus.clock import now_ms
-from eventbus.ledger import Completion, JobRecord, JobState, LedgerWrite, history_entry, make_full
+from eventbus.job_record import JobRecord
+from eventbus.ledger import Completion, JobState, LedgerWrite, history_entry, make_full
 from eventbus.retention import BUCKET_MS, Retention
 
 _HISTORY_CHARS = 1500

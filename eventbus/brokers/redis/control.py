@@ -23,7 +23,8 @@ from eventbus.brokers.redis.pause import paused_key
 from eventbus.brokers.redis.schedule import SCHEDULE_COUNTS_KEY
 from eventbus.clock import now_ms
 from eventbus.delivery import EVENTS_QUEUE
-from eventbus.ledger import JobRecord, JobState
+from eventbus.job_record import JobRecord
+from eventbus.ledger import JobState
 from eventbus.priority import Priority
 from eventbus.reports import HealthCheck, QueueDepth, QueueStats, Stats, WorkerInfo, stats_of
 from eventbus.retention import BUCKET_MS, Retention

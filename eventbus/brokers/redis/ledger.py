@@ -2,7 +2,7 @@
 
 Keys under the broker namespace:
 
-- ``job:<id>`` hash: the record (see :class:`eventbus.ledger.JobRecord`)
+- ``job:<id>`` hash: the record (see :class:`eventbus.job_record.JobRecord`)
 - ``jobs:<queue>:<state>`` zset: job ids by time of entering that state (list newest first)
 - ``queues`` set: every queue a job or worker used
 - ``processed:<queue>:<5 s bucket>`` counters of finished jobs (expire after 70 s)
@@ -21,7 +21,8 @@ import redis
 from eventbus import encoder
 from eventbus.brokers.redis.direct import Direct
 from eventbus.brokers.redis.lua import load
-from eventbus.ledger import Completion, JobRecord, JobState, LedgerWrite, make_full
+from eventbus.job_record import JobRecord
+from eventbus.ledger import Completion, JobState, LedgerWrite, make_full
 from eventbus.retention import Retention
 
 _APPLY = load("ledger_apply")  # see lua/ledger_prelude.lua for the parts it shares with the ack script

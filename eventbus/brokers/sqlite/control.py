@@ -17,7 +17,8 @@ from dramatiq.common import current_millis
 from eventbus.brokers.sqlite.ledger import SQLiteLedger
 from eventbus.clock import now_ms
 from eventbus.delivery import EVENTS_QUEUE
-from eventbus.ledger import JobRecord, JobState
+from eventbus.job_record import JobRecord
+from eventbus.ledger import JobState
 from eventbus.priority import Priority
 from eventbus.reports import HealthCheck, QueueDepth, QueueStats, Stats, WorkerInfo, stats_of
 from eventbus.retention import BUCKET_MS, Retention

@@ -20,16 +20,8 @@ import orjson
 from eventbus.brokers.sqlite import control_tables as schema
 from eventbus.brokers.sqlite.store import SQLiteStore
 from eventbus.clock import now_ms
-from eventbus.ledger import (
-    Completion,
-    JobRecord,
-    JobState,
-    LedgerWrite,
-    canonical_queue,
-    history_entry,
-    job_kind,
-    make_full,
-)
+from eventbus.job_record import JobRecord
+from eventbus.ledger import Completion, JobState, LedgerWrite, canonical_queue, history_entry, job_kind, make_full
 from eventbus.retention import BUCKET_MS, Retention
 
 _HISTORY_CHARS = 1500
