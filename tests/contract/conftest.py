@@ -40,24 +40,15 @@ class ContractBus:
         self.workers.append(worker)
 
     def pause(self, queue: str) -> None:
-        if self.kind == "redis":
-            self.broker.client.sadd(self.broker.key("__paused__"), queue)
-        else:
-            self.broker.pause(queue)
+        self.broker.stores.control.pause(queue)
 
     def resume(self, queue: str) -> None:
-        if self.kind == "redis":
-            self.broker.client.srem(self.broker.key("__paused__"), queue)
-        else:
-            self.broker.resume(queue)
+        self.broker.stores.control.resume(queue)
 
     def dead_letters(self, queue: str) -> list[dramatiq.Message[Any]]:
-        if self.kind == "memory":
-            return self.broker.dead.messages(queue)
-        if self.kind == "redis":
-            raw = self.broker.client.hvals(self.broker.key(f"{queue}.XQ.msgs"))
-            return [dramatiq.Message.decode(r) for r in raw]
-        return list(self.broker.dead_letters(queue))
+        """The dead letters of ``queue`` as stored, newest first (read through the store contract)."""
+        rows = self.broker.stores.control.dead_rows(queue, float("inf"), 0, 10_000)
+        return [dramatiq.Message.decode(data) for _, _, data in rows if data is not None]
 
 
 @pytest.fixture(params=["memory", "sqlite", "redis"])

@@ -27,12 +27,6 @@ class MemoryDeadLetters:
             self._by_queue.setdefault(queue, {})[broker_id] = (dead_at_ms, data)
         return broker_id
 
-    def messages(self, queue: str) -> list[dramatiq.Message[object]]:
-        """The dead letters of ``queue``, oldest first."""
-        with self._lock:
-            datas = [data for _, data in self._by_queue.get(queue, {}).values()]
-        return [dramatiq.Message.decode(data) for data in datas]
-
     def counts(self) -> dict[str, int]:
         with self._lock:
             return {queue: len(letters) for queue, letters in self._by_queue.items()}
