@@ -37,7 +37,7 @@ class Rendered:
 
 
 def templates_dir(settings: Settings | None = None) -> Path:
-    """EVENTBUS_TEMPLATES_DIR, else ``templates/`` beside the ``eventbus`` package (repo or editable install)."""
+    """EVENTBUS_TEMPLATES_DIR, else the built-in templates shipped inside the ``eventbus`` package."""
     return _resolve_dir((settings or get_settings()).templates_dir)
 
 
@@ -45,7 +45,7 @@ def templates_dir(settings: Settings | None = None) -> Path:
 def _resolve_dir(configured: str) -> Path:
     if configured:
         return Path(configured).expanduser().resolve()
-    return Path(__file__).resolve().parent.parent.parent / "templates"
+    return Path(__file__).resolve().parent.parent / "templates"
 
 
 def render_cached(name: str, context: Mapping[str, Any], settings: Settings | None = None) -> Rendered:
