@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.redis, pytest.mark.slow]
 APP = "tests.apps.control"
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-# The README's picture; the test writes it there only when asked (EVENTBUS_UPDATE_SCREENSHOT=1).
+# The picture in docs/http.md; the test writes it there only when asked (EVENTBUS_UPDATE_SCREENSHOT=1).
 SCREENSHOT = ROOT / "docs" / "dashboard.png"
 
 
