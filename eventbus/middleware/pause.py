@@ -26,20 +26,17 @@ logger = logging.getLogger("eventbus.pause")
 
 REFRESH_INTERVAL_S = 0.1
 
-# Messages this process handed back, by message id, so the "was skipped" warning can be dropped.
-_HANDED_BACK: set[str] = set()
-
 
 class _SkippedFilter(logging.Filter):
-    """Drop Dramatiq's "Message … was skipped" warning for messages the gate handed back."""
+    """Drop Dramatiq's "Message … was skipped" warning for messages of a queue the gate holds paused."""
+
+    def __init__(self, gate: PauseGate) -> None:
+        super().__init__()
+        self.gate = gate
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args if isinstance(record.args, tuple) else ()
-        message_id = getattr(args[0], "message_id", None) if args else None
-        if message_id in _HANDED_BACK:
-            _HANDED_BACK.discard(message_id)
-            return False
-        return True
+        return not (args and getattr(args[0], "queue_name", None) in self.gate.paused)
 
 
 class PauseGate(dramatiq.Middleware):
@@ -54,7 +51,7 @@ class PauseGate(dramatiq.Middleware):
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         """Read the paused set now, then keep it fresh."""
         self._store = cast(BusBroker, broker).stores.pause
-        logging.getLogger("dramatiq.worker.WorkerThread").addFilter(_SkippedFilter())
+        logging.getLogger("dramatiq.worker.WorkerThread").addFilter(_SkippedFilter(self))
         self._refresh()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="eventbus-pause", daemon=True)
@@ -71,9 +68,6 @@ class PauseGate(dramatiq.Middleware):
         if message.queue_name not in self.paused:
             return
         self._store.put_back(message)
-        if len(_HANDED_BACK) > 10_000:  # warnings that never reached the filter (logging turned down)
-            _HANDED_BACK.clear()
-        _HANDED_BACK.add(message.message_id)
         raise SkipMessage(f"queue {message.queue_name!r} is paused")
 
     def _refresh(self) -> None:
