@@ -1,5 +1,7 @@
 """eventbus: publish events, fan them out to subscribers, run the work on Dramatiq."""
 
+__version__ = "0.2.0.dev0"  # the one place the version lives (pyproject.toml reads it)
+
 # built-in topics are declared on import; eventbus.factory installs make_broker
 from eventbus import factory as factory
 from eventbus import signals, topics
@@ -45,6 +47,7 @@ from eventbus.subscriber import Subscription, subscribe
 from eventbus.topic import Topic, declare_topic, topic
 
 __all__ = [
+    "__version__",
     # publishing
     "publish_event",
     "publish_many",

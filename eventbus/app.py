@@ -18,8 +18,8 @@ logger = logging.getLogger("eventbus")
 
 
 def import_modules(settings: Settings) -> None:
-    """Import the default ``subscribers`` package (unless turned off) and every EVENTBUS_SUBSCRIBERS module."""
-    names = (["subscribers"] if settings.default_subscribers else []) + list(settings.subscriber_modules)
+    """Import ``eventbus.subscribers`` (the defaults, unless turned off) and every EVENTBUS_SUBSCRIBERS module."""
+    names = (["eventbus.subscribers"] if settings.default_subscribers else []) + list(settings.subscriber_modules)
     for name in names:
         try:
             importlib.import_module(name)

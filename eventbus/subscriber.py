@@ -73,7 +73,7 @@ def subscribe(pattern: str, **options: Any) -> Callable[[F], F]:
     def register(fn: F) -> F:
         if not callable(fn) or inspect.iscoroutinefunction(fn):
             raise SubscriptionError(f"@subscribe needs a plain function taking an Event, got {fn!r}")
-        name = options.get("name") or f"{fn.__module__}.{fn.__qualname__}"
+        name = options.get("name") or f"{_module_name(fn)}.{fn.__qualname__}"
         existing = _subscriptions.get(name)
         if existing is not None and existing.fn is not fn and _origin(existing.fn) != _origin(fn):
             raise SubscriptionError(
@@ -135,6 +135,13 @@ def _validate_queue(queue: object) -> None:
 def validate_queue_name(queue: str) -> bool:
     """Queue names are one segment, so per-priority and delay suffixes never collide."""
     return bool(queue) and queue[0].isalpha() and all(c.isalnum() or c in "_-" for c in queue)
+
+
+def _module_name(fn: Callable[..., Any]) -> str:
+    # The default subscribers ship inside the package (eventbus.subscribers) but keep the names, and so the
+    # delivery ids, they had as the top-level ``subscribers`` package.
+    module: str = fn.__module__
+    return module.removeprefix("eventbus.") if module.startswith("eventbus.subscribers.") else module
 
 
 def _origin(fn: Callable[..., Any]) -> str:

@@ -1,5 +1,5 @@
 """Default subscribers for eventbus's built-in topics, one module per domain."""
 
-from subscribers import models, referrals, rewards, users, votes
+from . import models, referrals, rewards, users, votes
 
 __all__ = ["models", "referrals", "rewards", "users", "votes"]

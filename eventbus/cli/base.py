@@ -6,10 +6,12 @@ import dataclasses
 
 import click
 
+from eventbus import __version__
 from eventbus.settings import Settings, set_settings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="eventbus", message="%(prog)s %(version)s")
 @click.option("--broker-url", envvar="EVENTBUS_BROKER_URL", help="redis://… or memory:// (EVENTBUS_BROKER_URL).")
 @click.option("--namespace", envvar="EVENTBUS_NAMESPACE", help="Key prefix in the broker (EVENTBUS_NAMESPACE).")
 def cli(broker_url: str | None, namespace: str | None) -> None:
