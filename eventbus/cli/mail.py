@@ -15,33 +15,28 @@ from eventbus.cli.base import cli
 from eventbus.cli.signals import stop_event
 from eventbus.errors import EventBusError
 from eventbus.mail.message import build_email, message_id_for
-from eventbus.mail.template import available_templates, render
+from eventbus.mail.template import available_templates, render, sample_context
 from eventbus.settings import get_settings
 
 
 @cli.command("render")
 @click.argument("template", required=False)
-@click.option("--context", "context_json", default="{}", help="The template context as a JSON object.")
+@click.option(
+    "--context", "context_json", default=None, help="The template context as a JSON object (default: its sample.json)."
+)
 @click.option(
     "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True
 )
 @click.option("--to", default="preview@example.com", show_default=True, help="The To address of the .eml.")
 @click.option("--list", "list_only", is_flag=True, help="List the templates and exit.")
-def render_command(template: str | None, context_json: str, out_dir: Path, to: str, list_only: bool) -> None:
+def render_command(template: str | None, context_json: str | None, out_dir: Path, to: str, list_only: bool) -> None:
     """Render TEMPLATE with --context; writes TEMPLATE.eml and TEMPLATE.html into --out and prints their paths."""
     settings = get_settings()
     if list_only or not template:
         for name in available_templates(settings):
             click.echo(name)
         return
-    try:
-        context = json.loads(context_json)
-    except json.JSONDecodeError as exc:
-        raise EventBusError(
-            f"--context is not valid JSON ({exc.msg} at char {exc.pos}); pass e.g. '{{\"a\": 1}}'"
-        ) from None
-    if not isinstance(context, dict):
-        raise EventBusError('--context must be a JSON object, e.g. \'{"name": "Ada"}\'')
+    context = sample_context(template, settings) if context_json is None else _context(context_json)
     rendered = render(template, context, settings)
     email = build_email(
         rendered,
@@ -56,6 +51,18 @@ def render_command(template: str | None, context_json: str, out_dir: Path, to: s
     click.echo(f"subject: {rendered.subject}")
     click.echo(str(eml))
     click.echo(str(html))
+
+
+def _context(context_json: str) -> dict[str, Any]:
+    try:
+        context = json.loads(context_json)
+    except json.JSONDecodeError as exc:
+        raise EventBusError(
+            f"--context is not valid JSON ({exc.msg} at char {exc.pos}); pass e.g. '{{\"a\": 1}}'"
+        ) from None
+    if not isinstance(context, dict):
+        raise EventBusError('--context must be a JSON object, e.g. \'{"name": "Ada"}\'')
+    return context
 
 
 @cli.command("smtp-sink")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from urllib.parse import urlencode
 import css_inline
 import jinja2
 
-from eventbus.errors import HeaderInjection, TemplateError, TemplateNotFound
+from eventbus.errors import ConfigError, HeaderInjection, TemplateError, TemplateNotFound
 from eventbus.settings import Settings, get_settings
 
 PARTS = ("subject.txt", "body.txt", "body.html")
@@ -36,16 +37,27 @@ class Rendered:
     html: str
 
 
-def templates_dir(settings: Settings | None = None) -> Path:
-    """EVENTBUS_TEMPLATES_DIR, else the built-in templates shipped inside the ``eventbus`` package."""
-    return _resolve_dir((settings or get_settings()).templates_dir)
+BUILT_IN_DIR = Path(__file__).resolve().parent.parent / "templates"
+
+
+def template_dirs(settings: Settings | None = None) -> tuple[Path, ...]:
+    """Where templates are looked up, in order: each EVENTBUS_TEMPLATES_DIR folder, then the built-in ones.
+
+    Each file (``welcome/subject.txt``, ``base.html``) comes from the first folder that has it, so an app
+    adds templates or overrides single files without losing the built-in ones.
+    """
+    return _resolve_dirs((settings or get_settings()).templates_dirs)
 
 
 @functools.lru_cache(maxsize=8)
-def _resolve_dir(configured: str) -> Path:
-    if configured:
-        return Path(configured).expanduser().resolve()
-    return Path(__file__).resolve().parent.parent / "templates"
+def _resolve_dirs(configured: tuple[str, ...]) -> tuple[Path, ...]:
+    dirs = tuple(Path(d).expanduser().resolve() for d in configured)
+    for missing in (d for d in dirs if not d.is_dir()):
+        raise ConfigError(
+            f"EVENTBUS_TEMPLATES_DIR names {missing}, which is not a folder; "
+            f"create it or fix the path (separate several folders with {os.pathsep!r})"
+        )
+    return (*dirs, BUILT_IN_DIR)
 
 
 def render_cached(name: str, context: Mapping[str, Any], settings: Settings | None = None) -> Rendered:
@@ -55,26 +67,45 @@ def render_cached(name: str, context: Mapping[str, Any], settings: Settings | No
         key = json.dumps(context, sort_keys=True, separators=(",", ":"))
     except (TypeError, ValueError):
         return render(name, context, settings)
-    return _render_memo(name, key, str(templates_dir(settings)), settings.app_url)
+    return _render_memo(name, key, template_dirs(settings), settings.app_url)
 
 
 @functools.lru_cache(maxsize=256)
-def _render_memo(name: str, context_json: str, root: str, app_url: str) -> Rendered:
+def _render_memo(name: str, context_json: str, dirs: tuple[Path, ...], app_url: str) -> Rendered:
     return render(name, json.loads(context_json))
 
 
 def available_templates(settings: Settings | None = None) -> list[str]:
-    """Names of the template folders that have all three parts."""
-    root = templates_dir(settings)
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and all((p / part).is_file() for part in PARTS))
+    """Names of the templates whose three parts are found in the template folders."""
+    dirs = template_dirs(settings)
+    names = {p.name for root in dirs if root.is_dir() for p in root.iterdir() if p.is_dir() and _NAME.match(p.name)}
+    return sorted(name for name in names if _complete(name, dirs))
+
+
+def _complete(name: str, dirs: tuple[Path, ...]) -> bool:
+    return all(any((root / name / part).is_file() for root in dirs) for part in PARTS)
+
+
+def sample_context(name: str, settings: Settings | None = None) -> dict[str, Any]:
+    """The template's ``sample.json`` (a context to preview it with), from the first folder that has one; else {}."""
+    check_template(name, settings)
+    for root in template_dirs(settings):
+        path = root / name / "sample.json"
+        if path.is_file():
+            try:
+                sample = json.loads(path.read_text(encoding="utf-8"))
+            except ValueError as exc:
+                raise TemplateError(f"{path} is not valid JSON ({exc}); fix it or remove it") from None
+            if not isinstance(sample, dict):
+                raise TemplateError(f"{path} must hold a JSON object (the template's context)")
+            return sample
+    return {}
 
 
 def check_template(name: str, settings: Settings | None = None) -> None:
     """Raise TemplateNotFound unless ``name`` is a complete template folder."""
-    root = templates_dir(settings)
-    if isinstance(name, str) and _NAME.match(name) and all((root / name / part).is_file() for part in PARTS):
+    dirs = template_dirs(settings)
+    if isinstance(name, str) and _NAME.match(name) and _complete(name, dirs):
         return
     known = available_templates(settings)
     import difflib
@@ -82,8 +113,8 @@ def check_template(name: str, settings: Settings | None = None) -> None:
     close = difflib.get_close_matches(str(name), known, n=1)
     hint = f"did you mean {close[0]!r}?" if close else f"known templates: {', '.join(known) or '(none)'}"
     raise TemplateNotFound(
-        f"unknown email template {name!r} in {root}: {hint} "
-        f"(a template is a folder with {', '.join(PARTS)}; set EVENTBUS_TEMPLATES_DIR to use another folder)"
+        f"unknown email template {name!r} in {', '.join(map(str, dirs))}: {hint} "
+        f"(a template is a folder with {', '.join(PARTS)}; EVENTBUS_TEMPLATES_DIR adds folders of your own)"
     )
 
 
@@ -91,7 +122,7 @@ def render(name: str, context: Mapping[str, Any], settings: Settings | None = No
     """Render template ``name`` with ``context``; raises TemplateNotFound, TemplateError or HeaderInjection."""
     settings = settings or get_settings()
     check_template(name, settings)
-    envs = _environments(str(templates_dir(settings)), settings.app_url)
+    envs = _environments(template_dirs(settings), settings.app_url)
     data = dict(context)
     subject = _render(envs[0], name, "subject.txt", data).strip()
     check_header_value("subject", subject, template=name)
@@ -103,7 +134,7 @@ def render(name: str, context: Mapping[str, Any], settings: Settings | None = No
 def render_subject(name: str, context: Mapping[str, Any], settings: Settings | None = None) -> str:
     """Only the subject (cheap; used to check each recipient of a bulk send at call time)."""
     settings = settings or get_settings()
-    envs = _environments(str(templates_dir(settings)), settings.app_url)
+    envs = _environments(template_dirs(settings), settings.app_url)
     subject = _render(envs[0], name, "subject.txt", dict(context)).strip()
     check_header_value("subject", subject, template=name)
     return subject
@@ -123,8 +154,8 @@ _INLINER = css_inline.CSSInliner(load_remote_stylesheets=False, keep_at_rules=Tr
 
 
 @functools.lru_cache(maxsize=8)
-def _environments(root: str, app_url: str) -> tuple[jinja2.Environment, jinja2.Environment]:
-    """(text, html) environments for one folder: strict undefined, HTML autoescaped, url() from APP_URL."""
+def _environments(dirs: tuple[Path, ...], app_url: str) -> tuple[jinja2.Environment, jinja2.Environment]:
+    """(text, html) environments over the template folders: strict undefined, HTML autoescaped, url() from APP_URL."""
 
     def url(path: str = "/", **query: Any) -> str:
         link = app_url.rstrip("/") + "/" + str(path).lstrip("/")
@@ -133,7 +164,7 @@ def _environments(root: str, app_url: str) -> tuple[jinja2.Environment, jinja2.E
     out = []
     for autoescape in (False, True):
         env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(root),
+            loader=jinja2.FileSystemLoader(dirs),
             undefined=jinja2.StrictUndefined,
             autoescape=autoescape,
             keep_trailing_newline=False,
