@@ -29,6 +29,7 @@ class Settings:
     max_backoff_ms: int = 3_600_000
     subscriber_modules: tuple[str, ...] = field(default_factory=tuple)
     shutdown_timeout_s: float = 30.0
+    worker_threads: int = 0  # threads per worker process when ``dramatiq`` gets no -t (0: Dramatiq's 8)
     default_subscribers: bool = True
     # HTTP admin API and webhooks (eventbus serve)
     admin_token: str = field(default="", repr=False)
@@ -52,7 +53,7 @@ class Settings:
     smtp_verify_certs: bool = True
     smtp_pool_size: int = 8  # connections kept per worker process; 0 = one connection per email
     app_url: str = "http://localhost:8000"
-    templates_dir: str = ""
+    templates_dirs: tuple[str, ...] = field(default_factory=tuple)  # searched before the built-in templates
     mail_max_retries: int = 8
     mail_chunk_size: int = 50  # emails per job of a bulk send (one recipient and one send record each)
     mail_record_ttl_s: int = 30 * 86_400
@@ -118,6 +119,7 @@ class Settings:
             min_backoff_ms=min_backoff_ms,
             subscriber_modules=modules,
             shutdown_timeout_s=_number(env, "EVENTBUS_SHUTDOWN_TIMEOUT_S", base.shutdown_timeout_s),
+            worker_threads=int(_number(env, "QUEUE_CONCURRENCY", base.worker_threads)),
             default_subscribers=_flag(env, "EVENTBUS_DEFAULT_SUBSCRIBERS", base.default_subscribers),
             admin_token=env.get("EVENTBUS_ADMIN_TOKEN", "").strip(),
             max_body_bytes=int(_number(env, "EVENTBUS_MAX_BODY_BYTES", base.max_body_bytes)),
@@ -143,7 +145,7 @@ class Settings:
             smtp_verify_certs=_flag(env, "SMTP_VERIFY_CERTS", base.smtp_verify_certs),
             smtp_pool_size=int(_number(env, "SMTP_POOL_SIZE", base.smtp_pool_size)),
             app_url=(env.get("APP_URL") or env.get("FRONTEND_URL") or base.app_url).rstrip("/"),
-            templates_dir=env.get("EVENTBUS_TEMPLATES_DIR", base.templates_dir),
+            templates_dirs=tuple(d for d in env.get("EVENTBUS_TEMPLATES_DIR", "").split(os.pathsep) if d.strip()),
             mail_max_retries=int(_number(env, "MAIL_MAX_RETRIES", base.mail_max_retries)),
             mail_chunk_size=max(1, int(_number(env, "MAIL_CHUNK_SIZE", base.mail_chunk_size))),
             mail_record_ttl_s=int(_number(env, "MAIL_RECORD_TTL_S", base.mail_record_ttl_s)),

@@ -32,9 +32,11 @@ def test_the_quickstart_publishes_and_a_worker_runs_the_subscriber(tmp_path):
     env["PYTHONPATH"] = str(ROOT)
     # When it publishes, and a worker runs as the README says
     subprocess.run([sys.executable, "app_events.py"], cwd=tmp_path, env=env, check=True, timeout=60)
-    dramatiq = str(Path(sys.executable).parent / "dramatiq")
+    command = re.search(r"^EVENTBUS_SUBSCRIBERS=app_events (.+?)\s+# run it", README, re.M)
+    assert command, "the README does not say how to run the quickstart's worker"
+    program, *args = command.group(1).split()
     worker = subprocess.Popen(
-        [dramatiq, "eventbus.workers", "-p", "1", "-t", "2"],
+        [str(Path(sys.executable).parent / program), *args],
         cwd=tmp_path, env={**env, "EVENTBUS_SUBSCRIBERS": "app_events"},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip

@@ -1,10 +1,8 @@
-"""Core commands: publish, topics, worker."""
+"""Core commands: publish, topics, demo."""
 
 from __future__ import annotations
 
 import json
-import os
-import sys
 from datetime import timedelta
 from typing import Any
 
@@ -77,27 +75,6 @@ def topics(as_json: bool) -> None:
         schema = f"{row['schema']}({', '.join(row['fields'])})" if row["schema"] else "any object"
         table.add_row(row["topic"], schema, listed or "-")
     Console().print(table)
-
-
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.option("-p", "--processes", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("-t", "--threads", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--pin", is_flag=True, help="Pin each worker process to a CPU of its own (EVENTBUS_PIN_WORKERS=1).")
-@click.pass_context
-def worker(ctx: click.Context, processes: int, threads: int, pin: bool) -> None:
-    """Run workers (``dramatiq eventbus.workers``); extra options go to dramatiq."""
-    settings = get_settings()
-    env = dict(os.environ, EVENTBUS_BROKER_URL=settings.broker_url, EVENTBUS_NAMESPACE=settings.namespace)
-    if pin:
-        env["EVENTBUS_PIN_WORKERS"] = "1"
-    env.setdefault("dramatiq_worker_timeout", "100")
-    args = [
-        sys.executable, "-m", "dramatiq", "eventbus.workers",
-        "-p", str(processes), "-t", str(threads),
-        "--worker-shutdown-timeout", str(int(settings.shutdown_timeout_s * 1000)),
-        *ctx.args,
-    ]  # fmt: skip
-    os.execvpe(sys.executable, args, env)
 
 
 @cli.command()

@@ -16,6 +16,7 @@ from eventbus.middleware.outbox import OutboxRelay
 from eventbus.middleware.pause import PauseGate
 from eventbus.middleware.reconnect import Reconnect
 from eventbus.middleware.retries import PatientRetries
+from eventbus.middleware.stop import PromptStop
 from eventbus.middleware.upkeep import Upkeep
 from eventbus.settings import Settings
 
@@ -45,4 +46,5 @@ def default_middleware(settings: Settings) -> list[dramatiq.Middleware]:
     stack += [PauseGate(), QueueLimits(settings), Ledger(settings), Housekeeping(settings), Upkeep(settings)]
     # faults: dead-letter options (reason, attempts), reconnection, the outbox relay
     stack += [DeadLetterOptions(), Reconnect(settings.reconnect_delay_s), OutboxRelay(settings)]
+    stack += [PromptStop(settings)]  # an idle worker process exits within a fraction of a second of SIGTERM
     return stack

@@ -1,0 +1,137 @@
+"""A stop signal stops a worker promptly: an idle one within a second, a busy one once its jobs finish."""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dramatiq
+import pytest
+
+from eventbus.brokers.memory import MemoryBroker
+from eventbus.middleware.stop import PromptStop, _threads_given
+from eventbus.settings import Settings
+from tests.conftest import REDIS_URL, ROOT, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+_started: list[subprocess.Popen[bytes]] = []
+
+
+@pytest.fixture(autouse=True)
+def _reap() -> Iterator[None]:
+    yield
+    while _started:
+        proc = _started.pop()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def start(tmp_path: Path, env_extra: dict[str, str], *args: str) -> tuple[subprocess.Popen[bytes], Path]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EVENTBUS_", "dramatiq_", "QUEUE_"))}
+    env.update(PYTHONPATH=str(ROOT), EVENTBUS_DEFAULT_SUBSCRIBERS="0", **env_extra)
+    log = tmp_path / f"worker-{time.monotonic_ns()}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "eventbus", "worker", "-p", "1", *args],
+            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    _started.append(proc)
+    return proc, log
+
+
+def wait_ready(proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while "ready for action" not in log.read_text(errors="replace"):
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")
+        time.sleep(0.02)
+
+
+def stop_seconds(proc: subprocess.Popen[bytes], log: Path) -> float:
+    started = time.monotonic()
+    os.kill(proc.pid, signal.SIGTERM)
+    code = proc.wait(timeout=30)
+    assert code == 0, log.read_text(errors="replace")
+    return time.monotonic() - started
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def broker_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    if request.param == "sqlite":
+        return {"EVENTBUS_BROKER_URL": f"sqlite:///{tmp_path / 'bus.db'}"}
+    request.getfixturevalue("redis_client")
+    return {"EVENTBUS_BROKER_URL": REDIS_URL, "EVENTBUS_NAMESPACE": request.getfixturevalue("namespace")}
+
+
+def test_an_idle_worker_exits_within_a_second_of_sigterm(tmp_path, broker_env):
+    # Given an idle worker, three times
+    times = []
+    for _ in range(3):
+        proc, log = start(tmp_path, broker_env)
+        wait_ready(proc, log)
+        time.sleep(0.5)
+        # When it gets SIGTERM, Then it has exited (code 0) within a second
+        times.append(stop_seconds(proc, log))
+    assert statistics.median(times) < 1.0, times
+
+
+def test_a_busy_worker_stops_as_soon_as_its_running_job_finishes(tmp_path, bus, redis_client, namespace):
+    # Given a worker running a job that takes 1.5 s
+    from eventbus import publish_event
+
+    proc, log = start(tmp_path, {"EVENTBUS_BROKER_URL": REDIS_URL, "EVENTBUS_NAMESPACE": namespace,
+                                 "EVENTBUS_SUBSCRIBERS": "tests.apps.slow"})  # fmt: skip
+    wait_ready(proc, log)
+    import tests.apps.slow  # noqa: F401  (declares the topic in this process)
+
+    event = publish_event("test.slow", {"sleep_ms": 1500})
+    key = f"{namespace}:test:slow:{event.id}"
+    wait_for(lambda: redis_client.llen(key) >= 1, 15)
+    # When it gets SIGTERM mid-job
+    elapsed = stop_seconds(proc, log)
+    # Then the job finished before the process exited, and the exit followed within a second
+    marks = [m.decode() for m in redis_client.lrange(key, 0, -1)]
+    assert [m.split()[0] for m in marks] == ["started", "finished"], marks
+    finished_at = float(marks[1].split()[1])
+    assert time.time() - finished_at < 1.0 + 0.2
+    assert elapsed < 1.5 + 1.0, elapsed
+
+
+def test_queue_concurrency_sets_the_threads_of_a_worker_started_without_t(monkeypatch):
+    # Given QUEUE_CONCURRENCY=3 (the seeds' per-worker default)
+    settings = Settings.from_env({"QUEUE_CONCURRENCY": "3"})
+    broker = MemoryBroker()
+    stop = PromptStop(settings)
+    # When a worker boots without -t, Then it runs 3 threads; with -t, the command line wins
+    monkeypatch.setattr(sys, "argv", ["dramatiq", "eventbus.workers"])
+    worker = dramatiq.Worker(broker, worker_threads=8)
+    stop.before_worker_boot(broker, worker)
+    assert worker.worker_threads == 3
+    monkeypatch.setattr(sys, "argv", ["dramatiq", "eventbus.workers", "-t", "5"])
+    worker = dramatiq.Worker(broker, worker_threads=5)
+    stop.before_worker_boot(broker, worker)
+    assert worker.worker_threads == 5
+
+
+@pytest.mark.parametrize(
+    ("argv", "given"),
+    [(["-t", "4"], True), (["-t4"], True), (["--threads", "4"], True), (["--threads=4"], True),
+     (["-p", "2"], False), (["--tls"], False), ([], False)],
+)  # fmt: skip
+def test_a_thread_count_on_the_command_line_is_recognised(argv, given):
+    assert _threads_given(["dramatiq", "eventbus.workers", *argv]) is given
+
+
+def test_a_bad_queue_concurrency_is_a_config_error():
+    from eventbus.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="QUEUE_CONCURRENCY"):
+        Settings.from_env({"QUEUE_CONCURRENCY": "many"})
