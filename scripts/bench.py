@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 import uuid
@@ -205,6 +206,14 @@ SECTIONS: dict[str, Callable[[Namespaces, argparse.Namespace], dict[str, Any]]] 
 }
 
 
+def commit() -> str:
+    """The checkout's commit, with ``-dirty`` when it has uncommitted changes: what produced the figures."""
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                           text=True, check=False)  # fmt: skip
+    return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "") if rev.returncode == 0 else "unknown"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small counts: a smoke run, not figures to quote")
@@ -241,6 +250,7 @@ def main() -> None:
             ns.cleanup()
     for name in sections:
         results[name]["measured_at"] = results["started_at"]
+        results[name]["commit"] = commit()
     text = json.dumps(results, indent=2)
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
