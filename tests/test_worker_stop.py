@@ -135,3 +135,58 @@ def test_a_bad_queue_concurrency_is_a_config_error():
 
     with pytest.raises(ConfigError, match="QUEUE_CONCURRENCY"):
         Settings.from_env({"QUEUE_CONCURRENCY": "many"})
+
+
+def group_alive(pgid: int) -> list[str]:
+    return subprocess.run(["pgrep", "-g", str(pgid)], capture_output=True, text=True).stdout.split()
+
+
+def test_sigterm_to_the_whole_process_group_stops_an_idle_worker_at_once(tmp_path, broker_env):
+    # Given an idle worker (systemd's KillMode=control-group signals every process of it)
+    proc, log = start(tmp_path, broker_env)
+    wait_ready(proc, log)
+    # When the whole group gets SIGTERM
+    started = time.monotonic()
+    os.killpg(proc.pid, signal.SIGTERM)
+    # Then every process is gone within a second, with exit code 0
+    assert proc.wait(timeout=30) == 0, log.read_text(errors="replace")
+    assert time.monotonic() - started < 1.0
+    assert group_alive(proc.pid) == []
+
+
+def test_group_sigterm_to_a_busy_worker_lets_the_job_finish(tmp_path, bus, redis_client, namespace):
+    from eventbus import publish_event
+
+    proc, log = start(tmp_path, {"EVENTBUS_BROKER_URL": REDIS_URL, "EVENTBUS_NAMESPACE": namespace,
+                                 "EVENTBUS_SUBSCRIBERS": "tests.apps.slow"})  # fmt: skip
+    wait_ready(proc, log)
+    import tests.apps.slow  # noqa: F401
+
+    key = f"{namespace}:test:slow:{publish_event('test.slow', {'sleep_ms': 1000}).id}"
+    wait_for(lambda: redis_client.llen(key) >= 1, 15)
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0, log.read_text(errors="replace")
+    assert [m.decode().split()[0] for m in redis_client.lrange(key, 0, -1)] == ["started", "finished"]
+    assert group_alive(proc.pid) == []
+
+
+def test_a_second_sigterm_ends_a_busy_worker_at_once_and_leaves_no_process(tmp_path, bus, redis_client, namespace):
+    from eventbus import publish_event
+
+    proc, log = start(tmp_path, {"EVENTBUS_BROKER_URL": REDIS_URL, "EVENTBUS_NAMESPACE": namespace,
+                                 "EVENTBUS_SUBSCRIBERS": "tests.apps.slow"})  # fmt: skip
+    wait_ready(proc, log)
+    import tests.apps.slow  # noqa: F401
+
+    key = f"{namespace}:test:slow:{publish_event('test.slow', {'sleep_ms': 20_000}).id}"
+    wait_for(lambda: redis_client.llen(key) >= 1, 15)
+    # When SIGTERM comes, and another one a second later
+    os.kill(proc.pid, signal.SIGTERM)
+    time.sleep(1)
+    started = time.monotonic()
+    os.kill(proc.pid, signal.SIGTERM)
+    # Then the worker does not wait for its 20 s job: every process is gone within a second
+    proc.wait(timeout=10)
+    assert time.monotonic() - started < 1.0
+    assert group_alive(proc.pid) == []
+    assert "second stop signal" in log.read_text(errors="replace")

@@ -2,7 +2,8 @@
 
 Dramatiq's worker process looks at its stop flag once a second and its consumers once per worker timeout
 (1 s), so an idle worker took seconds to stop. This middleware shortens the worker timeout and, in a
-process of Dramatiq's CLI, stops the worker from the SIGTERM handler itself.
+process of Dramatiq's CLI, stops the worker from the SIGTERM handler itself. A second stop signal
+(half a second or more after the first) exits at once; it never leaves the process running.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -23,6 +25,10 @@ from eventbus.settings import Settings
 logger = logging.getLogger("eventbus")
 
 WORKER_TIMEOUT_MS = 100  # how often an idle consumer or worker thread looks for a stop (no broker command)
+# A signal to the whole process group (systemd's KillMode=control-group, a terminal's Ctrl-C) reaches a
+# worker process twice: directly and forwarded by Dramatiq's main process. Within this window it is one stop.
+SAME_STOP_S = 0.5
+RET_KILLED = 1  # dramatiq.cli.RET_KILLED: the exit code of a killed worker process
 _THREAD_FLAGS = ("-t", "--threads")
 
 
@@ -60,19 +66,22 @@ def _stop_handler(
     worker: dramatiq.Worker,
     timeout_ms: int,
 ) -> Callable[[int, FrameType | None], None]:
-    stopping = False
+    first_at: float | None = None
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        # Dramatiq's handler logs the stop, and on a second signal exits at once (its "kill").
-        dramatiq_handler(signum, frame)
-        if stopping:
-            return
-        stopping = True
-        worker.stop(timeout=timeout_ms)
-        broker.close()
-        logger.info("worker process stopped")
-        raise SystemExit(0)
+        nonlocal first_at
+        now = time.monotonic()
+        if first_at is None:
+            first_at = now
+            dramatiq_handler(signum, frame)  # logs "Stopping worker process..." and ends Dramatiq's loop
+            worker.stop(timeout=timeout_ms)
+            broker.close()
+            raise SystemExit(0)
+        if now - first_at < SAME_STOP_S:
+            return  # the process group's copy of the signal and the one Dramatiq's main process forwards
+        # A second stop: exit now. The running jobs' messages return to their queue (crash recovery).
+        logger.warning("second stop signal: exiting now; running jobs go back to their queue")
+        os._exit(RET_KILLED)
 
     return on_signal
 
