@@ -264,3 +264,20 @@ def test_a_bad_max_retries_is_refused_at_the_call_with_the_fix(call, error, run_
             call()
         bus.join()
     assert bus.control.dead_letters().items == []
+
+
+def test_a_job_that_carries_no_retry_options_takes_its_queues_rule(run_bus, failing_channel):
+    # Given a notification job without retry options (as enqueued by hand or by an older version)
+    from eventbus.broker import get_broker
+    from eventbus.delivery import build_message
+    from eventbus.notification import Notification
+    from eventbus.notifications.job import NOTIFICATIONS_QUEUE, NOTIFY_ACTOR
+
+    name, hook = failing_channel
+    with run_bus(QUICK) as bus:
+        kwargs = {"notification": Notification("u1", "Hi", "there").to_dict(), "channel": name}
+        # When it runs and always fails
+        get_broker().enqueue(build_message(NOTIFICATIONS_QUEUE, NOTIFY_ACTOR, kwargs, {}, str(uuid.uuid4())))
+        bus.join()
+    # Then the Retries middleware gave it the notifications queue's attempts, not JOB_MAX_RETRIES's
+    assert hook.hits == shown_attempts(QUICK)["notifications"] == 3
