@@ -3,9 +3,19 @@
 The variable names are the source systems' own: ``EMAIL_QUEUE_CONCURRENCY``, ``EMAIL_QUEUE_RATE_LIMIT``
 ("10/s"), ``NOTIFICATION_QUEUE_CONCURRENCY``, ``WEBHOOK_QUEUE_CONCURRENCY``, ``XP_QUEUE_CONCURRENCY``,
 and for any other queue ``<NAME>_QUEUE_CONCURRENCY`` / ``_RATE_LIMIT`` / ``_ATTEMPTS`` / ``_RETRY_DELAY``
-(``EXPORTS_QUEUE_CONCURRENCY=2`` configures queue ``exports``). ``JOB_MAX_RETRIES`` and
-``JOB_RETRY_DELAY`` (ms), when set, replace the built-in retry defaults of every queue; a queue's own
-``_ATTEMPTS`` / ``_RETRY_DELAY`` wins over both.
+(``EXPORTS_QUEUE_CONCURRENCY=2`` configures queue ``exports``).
+
+Every job on a queue (a subscriber delivery, ``send_email``, a ``send_bulk_email`` chunk, ``notify``)
+retries by that queue's rule unless its subscription or its call sets ``max_retries`` itself. The
+rule's retries come from, first to last:
+
+1. the queue's own ``<NAME>_QUEUE_ATTEMPTS`` (attempts, so retries + 1);
+2. for the ``email`` queue, ``MAIL_MAX_RETRIES`` (retries; the older spelling);
+3. ``JOB_MAX_RETRIES``, when set;
+4. the built-in default (:data:`BUILTIN`, else 5 retries).
+
+The first backoff is the queue's ``<NAME>_QUEUE_RETRY_DELAY`` (ms), else ``JOB_RETRY_DELAY``, else
+the built-in default. ``eventbus queues`` shows the result.
 """
 
 from __future__ import annotations
@@ -13,8 +23,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
-from eventbus.errors import ConfigError
+from eventbus.errors import ConfigError, EventBusError
 
 _UNITS_S = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0}
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)?\s*([a-z]+)\s*$")
@@ -75,6 +86,38 @@ class QueueConfig:
         """Total tries of a job: the first plus its retries."""
         return self.max_retries + 1
 
+    def retry_options(
+        self,
+        *,
+        max_retries: int | None = None,
+        min_backoff_ms: int | None = None,
+        max_backoff_ms: int | None = None,
+        error: type[EventBusError] = ConfigError,
+        caller: str = "job",
+    ) -> dict[str, int]:
+        """The retry options a job on this queue carries: this rule, each part replaced where the call sets it.
+
+        A value that is not a whole number >= 0 raises ``error`` naming the call and the fix.
+        """
+        given = {"max_retries": max_retries, "min_backoff_ms": min_backoff_ms, "max_backoff_ms": max_backoff_ms}
+        for key, value in given.items():
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise error(
+                    f"{caller} got {key}={value!r}; pass a whole number >= 0 (max_retries=0: one attempt), "
+                    f"or leave it out to use queue {self.name!r}'s rule"
+                )
+        return {
+            "max_retries": self.max_retries if max_retries is None else max_retries,
+            "min_backoff": self.min_backoff_ms if min_backoff_ms is None else min_backoff_ms,
+            "max_backoff": self.max_backoff_ms if max_backoff_ms is None else max_backoff_ms,
+        }
+
+
+def max_retries_of(options: Mapping[str, Any], config: QueueConfig) -> int:
+    """The retries a job gets: its own ``max_retries`` option, else its queue's rule."""
+    value = options.get("max_retries")
+    return config.max_retries if value is None else int(value)
+
 
 # The source systems' defaults: email 5 concurrent, 10/s, 5 attempts exponential; xp 10, 50/s,
 # 3 attempts; webhooks 3, 20/s, 5 attempts from 5 s; notifications 10, 30/s, 3 attempts.
@@ -100,7 +143,7 @@ def queue_configs_from_env(
     explicit_retries: bool,
     explicit_delay: bool,
 ) -> tuple[QueueConfig, ...]:
-    """Built-in queue defaults, then JOB_* when set explicitly, then each ``<NAME>_QUEUE_*`` variable."""
+    """Built-in queue defaults, then JOB_* when set explicitly, then MAIL_MAX_RETRIES, then each ``<NAME>_QUEUE_*``."""
     configs: dict[str, QueueConfig] = {}
     for name, values in BUILTIN.items():
         config = replace(QueueConfig(name, max_backoff_ms=max_backoff_ms, min_backoff_ms=min_backoff_ms), **values)  # type: ignore[arg-type]
@@ -109,6 +152,9 @@ def queue_configs_from_env(
         if explicit_delay:
             config = replace(config, min_backoff_ms=min_backoff_ms)
         configs[name] = config
+    mail_retries = env.get("MAIL_MAX_RETRIES", "").strip()
+    if mail_retries:
+        configs["email"] = replace(configs["email"], max_retries=_whole(mail_retries, "MAIL_MAX_RETRIES", least=0))
     for key in sorted(env):
         match = _ENV.match(key)
         raw = env[key].strip()
@@ -126,18 +172,29 @@ def _apply(config: QueueConfig, what: str, key: str, raw: str) -> QueueConfig:
     if what == "RATE_LIMIT":
         off = raw.lower() in ("0", "none", "off", "unlimited")
         return replace(config, rate_limit=None if off else parse_rate(raw, name=key))
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{key}={raw!r} is not a whole number; set it to e.g. 5") from None
-    if value < 0 or (what == "ATTEMPTS" and value < 1):
-        least = 1 if what == "ATTEMPTS" else 0
-        raise ConfigError(f"{key}={raw!r} is out of range; set it to a whole number >= {least}")
+    value = _whole(raw, key, least=1 if what == "ATTEMPTS" else 0)
     if what == "CONCURRENCY":
         return replace(config, concurrency=value or None)
     if what == "ATTEMPTS":
         return replace(config, max_retries=value - 1)
     return replace(config, min_backoff_ms=value)
+
+
+def with_backoff(
+    configs: tuple[QueueConfig, ...], *, min_backoff_ms: int, max_backoff_ms: int
+) -> tuple[QueueConfig, ...]:
+    """``configs`` with every queue's backoff replaced and its retries kept (quick retries for tests)."""
+    return tuple(replace(c, min_backoff_ms=min_backoff_ms, max_backoff_ms=max_backoff_ms) for c in configs)
+
+
+def _whole(raw: str, key: str, *, least: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{key}={raw!r} is not a whole number; set it to e.g. 5") from None
+    if value < least:
+        raise ConfigError(f"{key}={raw!r} is out of range; set it to a whole number >= {least}")
+    return value
 
 
 def default_queue_configs() -> tuple[QueueConfig, ...]:

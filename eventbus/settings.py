@@ -54,7 +54,6 @@ class Settings:
     smtp_pool_size: int = 8  # connections kept per worker process; 0 = one connection per email
     app_url: str = "http://localhost:8000"
     templates_dirs: tuple[str, ...] = field(default_factory=tuple)  # searched before the built-in templates
-    mail_max_retries: int = 8
     mail_chunk_size: int = 50  # emails per job of a bulk send (one recipient and one send record each)
     mail_record_ttl_s: int = 30 * 86_400
     # notifications
@@ -146,7 +145,6 @@ class Settings:
             smtp_pool_size=int(_number(env, "SMTP_POOL_SIZE", base.smtp_pool_size)),
             app_url=(env.get("APP_URL") or env.get("FRONTEND_URL") or base.app_url).rstrip("/"),
             templates_dirs=tuple(d for d in env.get("EVENTBUS_TEMPLATES_DIR", "").split(os.pathsep) if d.strip()),
-            mail_max_retries=int(_number(env, "MAIL_MAX_RETRIES", base.mail_max_retries)),
             mail_chunk_size=max(1, int(_number(env, "MAIL_CHUNK_SIZE", base.mail_chunk_size))),
             mail_record_ttl_s=int(_number(env, "MAIL_RECORD_TTL_S", base.mail_record_ttl_s)),
             notify_webhook_url=env.get("NOTIFY_WEBHOOK_URL", base.notify_webhook_url),

@@ -26,6 +26,7 @@ from eventbus.brokers.memory import MemoryBroker
 from eventbus.control import ControlPlane
 from eventbus.delivery import install_actors
 from eventbus.event import Event
+from eventbus.queues import with_backoff
 from eventbus.settings import Settings, get_settings, set_settings
 
 
@@ -41,13 +42,17 @@ class DeadLetter:
 class TestBus:
     """An in-memory bus (``memory://``) running a real Dramatiq worker in this process.
 
-    Retries back off in milliseconds so failing subscribers reach dead letters quickly.
+    Retries back off in milliseconds so failing jobs reach dead letters quickly; every queue keeps
+    its number of attempts (``eventbus queues``).
     """
 
     __test__ = False  # not a pytest test class
 
     def __init__(self, settings: Settings | None = None, *, worker_threads: int = 4) -> None:
-        base = settings or replace(get_settings(), min_backoff_ms=5, max_backoff_ms=50, default_subscribers=False)
+        if settings is None:
+            quick = replace(get_settings(), min_backoff_ms=5, max_backoff_ms=50, default_subscribers=False)
+            settings = replace(quick, queues=with_backoff(quick.queues, min_backoff_ms=5, max_backoff_ms=50))
+        base = settings
         self.settings = replace(base, broker_url="memory://")
         self.worker_threads = worker_threads
         self.published: list[Event] = []

@@ -21,6 +21,7 @@ import redis
 
 from eventbus.broker import make_broker, set_broker
 from eventbus.delivery import install_actors
+from eventbus.queues import with_backoff
 from eventbus.settings import Settings, set_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,13 +63,15 @@ def namespace(redis_client: redis.Redis) -> Iterator[str]:  # type: ignore[type-
 
 @pytest.fixture
 def settings(namespace: str) -> Settings:
-    """Settings for a Redis-backed bus under this test's namespace, with quick retries."""
+    """Settings for a Redis-backed bus under this test's namespace, with quick retries on every queue."""
+    base = Settings()
     return replace(
-        Settings(),
+        base,
         broker_url=REDIS_URL,
         namespace=namespace,
         min_backoff_ms=100,
         max_backoff_ms=2_000,
+        queues=with_backoff(base.queues, min_backoff_ms=100, max_backoff_ms=2_000),
         default_subscribers=False,
     )
 

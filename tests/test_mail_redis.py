@@ -28,7 +28,6 @@ def settings(settings, smtp_server):
         smtp_host=smtp_server.host,
         smtp_port=smtp_server.port,
         smtp_from="Eventbus <noreply@example.com>",
-        mail_max_retries=5,
     )
 
 

@@ -10,6 +10,7 @@ from eventbus import publish_event
 from eventbus.errors import InvalidAddress, MailError, TemplateNotFound
 from eventbus.mail import get_send_record, mail_stats, send_bulk_email, send_email
 from eventbus.notifications import inbox_list, inbox_unread_count, notify
+from eventbus.queues import with_backoff
 from eventbus.send_record import SendState
 from eventbus.settings import get_settings
 from eventbus.testing import TestBus
@@ -25,6 +26,7 @@ def testbus(smtp_server: SmtpServer):
         smtp_from="noreply@example.com",
         min_backoff_ms=5,
         max_backoff_ms=50,
+        queues=with_backoff(get_settings().queues, min_backoff_ms=5, max_backoff_ms=50),
         default_subscribers=False,
     )
     with TestBus(settings) as bus:
@@ -78,7 +80,10 @@ def test_a_job_that_finds_its_email_still_sending_does_not_resend_and_counts_it(
     store = record_store(testbus.broker)
     store.create_pending([("k-crash", new_fields(["jo@example.com"], "welcome", "<x@example.com>"))])
     store.records["k-crash"]["state"] = "sending"
-    message, _ = _job("welcome", ["jo@example.com"], {"name": "Jo"}, "k-crash", Priority.NORMAL, {}, testbus.settings)
+    retry = testbus.settings.queue_config("email").retry_options()
+    message, _ = _job(
+        "welcome", ["jo@example.com"], {"name": "Jo"}, "k-crash", Priority.NORMAL, {}, retry, testbus.settings
+    )
     # When its job is redelivered
     testbus.broker.enqueue(message)
     testbus.join()

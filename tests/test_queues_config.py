@@ -62,6 +62,8 @@ def test_rates_are_read_in_the_usual_forms(text, rate):
         ({"EMAIL_QUEUE_RATE_LIMIT": "fast"}, "write it as '10/s'"),
         ({"EMAIL_QUEUE_CONCURRENCY": "lots"}, "not a whole number"),
         ({"EMAIL_QUEUE_ATTEMPTS": "0"}, ">= 1"),
+        ({"MAIL_MAX_RETRIES": "-1"}, ">= 0"),
+        ({"MAIL_MAX_RETRIES": "many"}, "not a whole number"),
     ],
 )
 def test_bad_values_are_refused_with_the_fix(env, message):
@@ -81,3 +83,12 @@ def test_deliveries_on_a_configured_queue_take_its_retry_policy_unless_the_subsc
     )
     assert (on_webhooks.options["max_retries"], on_webhooks.options["min_backoff"]) == (4, 5_000)
     assert own.options["max_retries"] == 1
+
+
+def test_retries_come_from_the_queues_own_variable_then_mail_max_retries_then_job_max_retries():
+    both = Settings.from_env({"EMAIL_QUEUE_ATTEMPTS": "2", "MAIL_MAX_RETRIES": "6", "JOB_MAX_RETRIES": "7"})
+    assert both.queue_config("email").attempts == 2
+    mail = Settings.from_env({"MAIL_MAX_RETRIES": "6", "JOB_MAX_RETRIES": "7"})
+    assert mail.queue_config("email").max_retries == 6
+    assert mail.queue_config("notifications").max_retries == 7 and mail.queue_config("default").max_retries == 7
+    assert Settings.from_env({}).queue_config("email").attempts == 5

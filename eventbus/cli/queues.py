@@ -73,9 +73,33 @@ def schedules_command(as_json: bool) -> None:
 
 
 @cli.command("queues")
-def queues_command() -> None:
-    """Show each configured queue's concurrency cap, rate limit and retry policy (from the environment)."""
-    for q in get_settings().queues:
-        cap = q.concurrency or "-"
-        rate = q.rate_limit or "-"
-        click.echo(f"{q.name}: concurrency {cap}, rate {rate}, {q.attempts} attempts from {q.min_backoff_ms} ms")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def queues_command(as_json: bool) -> None:
+    """Show each queue's concurrency cap, rate limit and the retry rule every job on it obeys (from the environment).
+
+    The configured queues, plus the default queue; any other queue takes JOB_MAX_RETRIES / JOB_RETRY_DELAY.
+    """
+    settings = get_settings()
+    names = sorted({q.name for q in settings.queues} | {settings.default_queue})
+    rows = []
+    for q in (settings.queue_config(name) for name in names):
+        rows.append(
+            {
+                "name": q.name,
+                "concurrency": q.concurrency,
+                "rate_limit": str(q.rate_limit) if q.rate_limit else None,
+                "attempts": q.attempts,
+                "max_retries": q.max_retries,
+                "min_backoff_ms": q.min_backoff_ms,
+                "max_backoff_ms": q.max_backoff_ms,
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        cap = row["concurrency"] or "-"
+        rate = row["rate_limit"] or "-"
+        click.echo(
+            f"{row['name']}: concurrency {cap}, rate {rate}, {row['attempts']} attempts from {row['min_backoff_ms']} ms"
+        )

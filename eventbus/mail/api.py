@@ -69,14 +69,26 @@ def send_email(
     reply_to: str | None = None,
     headers: Mapping[str, str] | None = None,
     attachments: Sequence[Attachment | tuple[str, bytes, str]] | None = None,
+    max_retries: int | None = None,
+    min_backoff_ms: int | None = None,
+    max_backoff_ms: int | None = None,
 ) -> QueuedEmail:
     """Check and render now, then enqueue one send job; the same key twice sends once.
 
     Raises TemplateNotFound, TemplateError, InvalidAddress, HeaderInjection or MailError before
     anything is written. The default key inside a subscriber is event id + subscription +
-    recipient + template, so a redelivered event never sends the same email twice.
+    recipient + template, so a redelivered event never sends the same email twice. The job retries
+    by the ``email`` queue's rule (``eventbus queues``); ``max_retries`` and the backoffs replace it
+    for this email.
     """
     settings = get_settings()
+    retry = settings.queue_config(EMAIL_QUEUE).retry_options(
+        max_retries=max_retries,
+        min_backoff_ms=min_backoff_ms,
+        max_backoff_ms=max_backoff_ms,
+        error=MailError,
+        caller="send_email",
+    )
     recipients = _recipients([to] if isinstance(to, str) else to)
     level = Priority.parse(priority, Priority.NORMAL)
     extra = _extras(reply_to, headers, attachments, settings)
@@ -84,7 +96,7 @@ def send_email(
     key = idempotency_key or f"{_key_base()}:{','.join(recipients)}:{template}"
     if not isinstance(key, str) or not 0 < len(key) <= 400:
         raise MailError(f"idempotency_key must be a non-empty string of at most 400 characters, got {key!r}")
-    message, row = _job(template, recipients, dict(context), key, level, extra, settings)
+    message, row = _job(template, recipients, dict(context), key, level, extra, retry, settings)
     done = _enqueue([message], [row], _delay_ms(delay, at), settings)
     return QueuedEmail(key=key, message_id=message.kwargs["message_id"], enqueued=bool(done))
 
@@ -100,15 +112,26 @@ def send_bulk_email(
     at: datetime | None = None,
     idempotency_key: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    max_retries: int | None = None,
+    min_backoff_ms: int | None = None,
+    max_backoff_ms: int | None = None,
 ) -> BulkResult:
     """One email per distinct recipient, enqueued 500 per round trip; ``progress(done, total)`` after each batch.
 
     Each email has its own key, Message-ID and send record; jobs carry ``MAIL_CHUNK_SIZE`` of them,
     so a worker pays for one job per chunk, not per email. ``per_recipient`` adds context per
     address (a mapping, or a function of the address). Every address and every subject is checked
-    before the first job is written.
+    before the first job is written. Each chunk retries by the ``email`` queue's rule unless
+    ``max_retries`` or the backoffs replace it.
     """
     settings = get_settings()
+    retry = settings.queue_config(EMAIL_QUEUE).retry_options(
+        max_retries=max_retries,
+        min_backoff_ms=min_backoff_ms,
+        max_backoff_ms=max_backoff_ms,
+        error=MailError,
+        caller="send_bulk_email",
+    )
     check_template(template, settings)
     level = Priority.parse(priority, Priority.LOW)
     addresses = _recipients(recipients)
@@ -131,7 +154,7 @@ def send_bulk_email(
     delay_ms = _delay_ms(delay, at)
     enqueued = jobs = 0
     for i in range(0, len(emails), _BATCH):
-        done, chunks = _enqueue_chunks(template, base, emails[i : i + _BATCH], level, delay_ms, settings)
+        done, chunks = _enqueue_chunks(template, base, emails[i : i + _BATCH], level, retry, delay_ms, settings)
         enqueued += done
         jobs += chunks
         if progress is not None:
@@ -193,17 +216,12 @@ def _job(
     key: str,
     level: Priority,
     extra: dict[str, Any],
+    retry: dict[str, int],
     settings: Settings,
 ) -> tuple[Message, tuple[str, dict[str, str]]]:
     message_id = message_id_for(key, settings.smtp_from)
     kwargs = {"template": template, "to": to, "context": context, "key": key, "message_id": message_id, **extra}
-    options = {
-        "priority": level.value,
-        "max_retries": settings.mail_max_retries,
-        "min_backoff": settings.min_backoff_ms,
-        "max_backoff": settings.max_backoff_ms,
-        "idempotency_key": key,
-    }
+    options = {"priority": level.value, **retry, "idempotency_key": key}
     message = build_message(EMAIL_QUEUE, SEND_ACTOR, kwargs, options, str(uuid.uuid5(_JOB_IDS, key)))
     return message, (key, new_fields(to, template, message_id))
 
@@ -235,6 +253,7 @@ def _enqueue_chunks(
     context: dict[str, Any],
     emails: list[dict[str, Any]],
     level: Priority,
+    retry: dict[str, int],
     delay_ms: int | None,
     settings: Settings,
 ) -> tuple[int, int]:
@@ -250,7 +269,7 @@ def _enqueue_chunks(
     try:
         states = record_store(broker).create_pending(rows)
         todo = [e for e, s in zip(emails, states) if s in (None, SendState.PENDING)]
-        messages = [_chunk(template, context, todo[i : i + size], level, settings) for i in range(0, len(todo), size)]
+        messages = [_chunk(template, context, todo[i : i + size], level, retry) for i in range(0, len(todo), size)]
         if not messages:
             return 0, 0
         done = cast(BusBroker, broker).enqueue_many(
@@ -265,15 +284,10 @@ def _enqueue_chunks(
 
 
 def _chunk(
-    template: str, context: dict[str, Any], emails: list[dict[str, Any]], level: Priority, settings: Settings
+    template: str, context: dict[str, Any], emails: list[dict[str, Any]], level: Priority, retry: dict[str, int]
 ) -> Message:
     keys = "\x00".join(e["key"] for e in emails)
-    options = {
-        "priority": level.value,
-        "max_retries": settings.mail_max_retries,
-        "min_backoff": settings.min_backoff_ms,
-        "max_backoff": settings.max_backoff_ms,
-    }
+    options = {"priority": level.value, **retry}
     kwargs = {"template": template, "context": context, "emails": emails}
     return build_message(EMAIL_QUEUE, CHUNK_ACTOR, kwargs, options, str(uuid.uuid5(_JOB_IDS, f"chunk\x00{keys}")))
 

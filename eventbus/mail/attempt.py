@@ -27,6 +27,7 @@ from eventbus.mail.record import Coalescer, coalescer, record_store
 from eventbus.mail.sender import Outcome, SmtpPool, get_pool, transact
 from eventbus.mail.template import render_cached
 from eventbus.priority import Priority, rank_of
+from eventbus.queues import max_retries_of
 from eventbus.send_record import Claim, Finish, SendRecord, SendState, claim_fields_for
 from eventbus.settings import Settings, get_settings
 
@@ -222,7 +223,8 @@ def _retries() -> int:
 
 
 def _final_attempt(settings: Settings) -> bool:
+    """True on the attempt after which the Retries middleware gives up (the same rule it applies)."""
     message = CurrentMessage.get_current_message()
     if message is None:
         return True
-    return _retries() >= int(message.options.get("max_retries", settings.mail_max_retries))
+    return _retries() >= max_retries_of(message.options, settings.queue_config(message.queue_name))

@@ -110,7 +110,7 @@ async def send_email_chunk_job(template: str, context: dict[str, Any], emails: l
         raise bad[0]
     failed = [r for r in results if r.result is Result.FAILED]
     if failed:
-        logger.warning("%d email(s) of a bulk chunk refused permanently, e.g. SMTP %s %s (see their send records)",
+        logger.warning("%d email(s) of a bulk chunk failed (a 5xx, or a 4xx on the last attempt), e.g. SMTP %s %s",
                        len(failed), failed[0].code, failed[0].text)  # fmt: skip
 
 

@@ -29,6 +29,7 @@ def default_middleware(settings: Settings) -> list[dramatiq.Middleware]:
             stack.append(
                 PatientRetries(  # faults: Dramatiq's Retries, waiting for the broker instead of dropping a retry
                     wait_s=settings.reconnect_delay_s,
+                    queue_config=settings.queue_config,  # a job without a retry policy of its own: its queue's
                     max_retries=settings.max_retries,
                     min_backoff=settings.min_backoff_ms,
                     max_backoff=settings.max_backoff_ms,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+from collections.abc import Callable
 from typing import Any
 
 import dramatiq
@@ -12,6 +13,7 @@ import redis
 from dramatiq.middleware.retries import Retries
 
 from eventbus.errors import StoreBusy
+from eventbus.queues import QueueConfig
 
 logger = logging.getLogger("eventbus.retries")
 
@@ -34,9 +36,12 @@ class PatientRetries(Retries):
     never acked and comes back from the broker.
     """
 
-    def __init__(self, *, wait_s: float = 1.0, **kwargs: Any) -> None:
+    def __init__(
+        self, *, wait_s: float = 1.0, queue_config: Callable[[str], QueueConfig] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.wait_s = wait_s
+        self.queue_config = queue_config
 
     def after_process_message(
         self,
@@ -47,8 +52,24 @@ class PatientRetries(Retries):
         exception: BaseException | None = None,
     ) -> None:
         """Called after a job ran; schedules its retry when it raised."""
+        if exception is not None and self.queue_config is not None:
+            self._fill_in_queue_rule(broker, message)
         patient = _Patient(broker, self.wait_s)
         super().after_process_message(patient, message, result=result, exception=exception)  # type: ignore[no-untyped-call]
+
+    def _fill_in_queue_rule(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+        """A job that carries no retry policy of its own (nor has its actor one) takes its queue's rule."""
+        assert self.queue_config is not None
+        config = self.queue_config(message.queue_name)
+        actor_options = broker.get_actor(message.actor_name).options
+        rule = {
+            "max_retries": config.max_retries,
+            "min_backoff": config.min_backoff_ms,
+            "max_backoff": config.max_backoff_ms,
+        }
+        for option, value in rule.items():
+            if option not in message.options and option not in actor_options:
+                message.options[option] = value
 
 
 class _Patient:

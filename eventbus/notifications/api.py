@@ -32,12 +32,24 @@ def notify(
     data: Mapping[str, Any] | None = None,
     channels: Sequence[str] | None = None,
     priority: Priority | str = Priority.NORMAL,
+    max_retries: int | None = None,
+    min_backoff_ms: int | None = None,
+    max_backoff_ms: int | None = None,
 ) -> Notification:
     """Send a notification to ``user_id`` through ``channels`` (default: inbox, plus webhook if configured).
 
-    Unknown channels and unserialisable ``data`` raise NotificationError before anything is written.
+    Unknown channels, unserialisable ``data`` and bad retry options raise NotificationError before
+    anything is written. Each channel's job retries by the ``notifications`` queue's rule
+    (``eventbus queues``); ``max_retries`` and the backoffs replace it for this notification.
     """
     settings = get_settings()
+    retry = settings.queue_config(NOTIFICATIONS_QUEUE).retry_options(
+        max_retries=max_retries,
+        min_backoff_ms=min_backoff_ms,
+        max_backoff_ms=max_backoff_ms,
+        error=NotificationError,
+        caller="notify",
+    )
     if isinstance(user_id, bool) or not isinstance(user_id, str | int) or str(user_id) == "":
         raise NotificationError(f"user_id must be a non-empty str or int, got {user_id!r}")
     for name, value in (("title", title), ("body", body), ("kind", kind)):
@@ -61,7 +73,7 @@ def notify(
             NOTIFICATIONS_QUEUE,
             NOTIFY_ACTOR,
             {"notification": notification.to_dict(), "channel": name},
-            {"priority": level.value},
+            {"priority": level.value, **retry},
             str(uuid.uuid5(_JOB_IDS, f"{notification.id}:{name}")),
         )
         for name in names

@@ -69,6 +69,7 @@ class WebhookChannel:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 status = response.status
         except urllib.error.HTTPError as exc:
+            exc.close()  # the error carries the open response; the retry must not leak its socket
             raise NotificationError(f"webhook {self.url} answered {exc.code} {exc.reason}; will retry") from None
         except (urllib.error.URLError, OSError) as exc:
             raise NotificationError(f"webhook {self.url} unreachable ({exc}); will retry") from None

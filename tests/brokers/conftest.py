@@ -12,6 +12,7 @@ import pytest
 from eventbus.broker import make_broker, set_broker
 from eventbus.brokers.sqlite.broker import SQLiteBroker
 from eventbus.delivery import install_actors
+from eventbus.queues import with_backoff
 from eventbus.settings import Settings, set_settings
 from tests.conftest import ROOT, WorkerProcess, wait_for
 
@@ -24,8 +25,10 @@ def sqlite_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def sqlite_settings(sqlite_url: str) -> Settings:
+    base = Settings()
+    quick = with_backoff(base.queues, min_backoff_ms=100, max_backoff_ms=2_000)
     return replace(
-        Settings(), broker_url=sqlite_url, min_backoff_ms=100, max_backoff_ms=2_000, default_subscribers=False
+        base, broker_url=sqlite_url, min_backoff_ms=100, max_backoff_ms=2_000, queues=quick, default_subscribers=False
     )
 
 

@@ -18,7 +18,7 @@ from eventbus import cron
 from eventbus.app import declare_queues
 from eventbus.broker import make_broker, set_broker
 from eventbus.delivery import install_actors
-from eventbus.queues import QueueConfig, Rate
+from eventbus.queues import QueueConfig, Rate, with_backoff
 from eventbus.settings import Settings, set_settings
 from tests.apps import contract as app
 
@@ -55,9 +55,10 @@ class ContractBus:
 def contract_bus(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ContractBus]:
     """A bus of each kind (a test may narrow the kinds with an indirect parametrization)."""
     kind = request.param
-    base = replace(Settings(), min_backoff_ms=10, max_backoff_ms=200, default_subscribers=False)
+    quick = with_backoff(Settings().queues, min_backoff_ms=10, max_backoff_ms=200)
+    base = replace(Settings(), min_backoff_ms=10, max_backoff_ms=200, queues=quick, default_subscribers=False)
     if kind == "redis":
-        settings = replace(request.getfixturevalue("settings"), min_backoff_ms=10, max_backoff_ms=200)
+        settings = replace(request.getfixturevalue("settings"), min_backoff_ms=10, max_backoff_ms=200, queues=quick)
     elif kind == "sqlite":
         settings = replace(base, broker_url=f"sqlite:///{tmp_path / 'bus.db'}")
     else:

@@ -143,10 +143,10 @@ def test_a_chunk_keeps_the_email_queue_rate_in_emails_not_jobs(contract_bus, smt
 
 def test_a_chunk_stops_when_the_server_is_down_and_sends_everything_once_when_it_is_back(contract_bus, smtp_server):
     # Given a server that refuses every connection, and a chunk of 30 over 4 lanes (retries 1-2 s apart)
-    use_settings(contract_bus, smtp_server, smtp_pool_size=4, min_backoff_ms=1000, max_backoff_ms=2000)
+    use_settings(contract_bus, smtp_server, smtp_pool_size=4)
     smtp_server.schedule("connect", *["421 4.3.2 Service not available"] * 1000)
     people = [f"d{i}@example.com" for i in range(30)]
-    send_bulk_email("welcome", people, {"name": "d"}, idempotency_key="c4")
+    send_bulk_email("welcome", people, {"name": "d"}, idempotency_key="c4", min_backoff_ms=1000, max_backoff_ms=2000)
     # When a worker runs the chunk
     contract_bus.start()
     wait_for(lambda: mail_stats().get("retried", 0) >= 4, 30)

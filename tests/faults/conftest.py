@@ -38,6 +38,7 @@ from eventbus import publish_many
 from eventbus.broker import make_broker, set_broker
 from eventbus.brokers.sqlite.store import SQLiteStore
 from eventbus.delivery import install_actors
+from eventbus.queues import with_backoff
 from eventbus.settings import Settings, set_settings
 from tests.apps import fault_recording
 from tests.conftest import ROOT, WorkerProcess, need, wait_for
@@ -197,6 +198,7 @@ def rig(tmp_path: Path) -> Iterator[Callable[..., Rig]]:
             namespace="faults",
             min_backoff_ms=100,
             max_backoff_ms=1_000,
+            queues=with_backoff(Settings().queues, min_backoff_ms=100, max_backoff_ms=1_000),
             default_subscribers=False,
             publish_timeout_s=1.0,
             outbox_path=str(tmp_path / "outbox.db") if outbox else "",

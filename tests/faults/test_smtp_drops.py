@@ -58,7 +58,7 @@ def dropping_server() -> Any:
 
 @pytest.fixture
 def settings(settings, dropping_server):
-    return replace(settings, smtp_host=dropping_server.host, smtp_port=dropping_server.port, mail_max_retries=8)
+    return replace(settings, smtp_host=dropping_server.host, smtp_port=dropping_server.port)
 
 
 def test_an_smtp_server_that_drops_connections_loses_and_doubles_nothing(bus, start_worker, dropping_server):
@@ -67,7 +67,7 @@ def test_an_smtp_server_that_drops_connections_loses_and_doubles_nothing(bus, st
     worker = start_worker(extra_env=env)
     recipients = [f"reader{i}@example.com" for i in range(120)]
     # When 120 emails are sent
-    send_bulk_email("welcome", recipients, {"name": "Reader"})
+    send_bulk_email("welcome", recipients, {"name": "Reader"}, max_retries=8)
     started = time.monotonic()
     wait_for(lambda: len({r.rcpt_tos[0] for r in dropping_server.received}) >= len(recipients), 120, worker)
     recovered = time.monotonic() - started

@@ -20,7 +20,7 @@ class SubscriptionOut(BaseModel):
     pattern: str = Field(description="Topic name, 'prefix.*' or '*'.")
     queue: str
     priority: str
-    max_retries: int
+    max_retries: int = Field(description="Retries of each delivery: the subscription's own, else its queue's rule.")
 
 
 class TopicOut(BaseModel):
@@ -59,12 +59,13 @@ def topic_catalog(settings: Settings) -> TopicsOut:
 
 
 def _subscription(sub: Subscription, settings: Settings) -> SubscriptionOut:
+    queue = sub.queue or settings.default_queue
     return SubscriptionOut(
         name=sub.name,
         pattern=sub.pattern,
-        queue=sub.queue or settings.default_queue,
+        queue=queue,
         priority=sub.priority.value,
-        max_retries=settings.max_retries if sub.max_retries is None else sub.max_retries,
+        max_retries=settings.queue_config(queue).max_retries if sub.max_retries is None else sub.max_retries,
     )
 
 
