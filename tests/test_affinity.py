@@ -15,12 +15,13 @@ from tests.conftest import WorkerProcess, wait_for
 
 
 def _worker_pids(worker: WorkerProcess, n: int) -> list[int]:
-    """The pids of the ``n`` worker processes under dramatiq's main process (its fork processes excluded)."""
+    """The pids of the ``n`` worker processes under dramatiq's main process (forked: the same command line)."""
     main = worker.proc.pid
+    command = Path(f"/proc/{main}/cmdline").read_text()
 
     def children() -> list[int]:
         pids = [int(p) for p in Path(f"/proc/{main}/task/{main}/children").read_text().split()]
-        return [p for p in pids if "dramatiq" in Path(f"/proc/{p}/cmdline").read_text().replace("\0", " ")]
+        return [p for p in pids if Path(f"/proc/{p}/cmdline").read_text() == command]
 
     wait_for(lambda: len(children()) >= n, 30, worker)
     return children()

@@ -7,6 +7,7 @@ worker processes needed. Here the watcher's stop event also closes a pipe the wa
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import threading
@@ -16,7 +17,7 @@ import click
 import dramatiq.cli
 
 from eventbus.cli.base import cli
-from eventbus.settings import get_settings
+from eventbus.settings import get_settings, set_settings
 
 DRAMATIQ_DEFAULT_THREADS = 8
 
@@ -31,10 +32,12 @@ DRAMATIQ_DEFAULT_THREADS = 8
 def worker(ctx: click.Context, processes: int, threads: int | None, pin: bool) -> None:
     """Run workers (``dramatiq eventbus.workers``, stopping promptly); extra options go to dramatiq."""
     settings = get_settings()
-    # Worker processes read the settings again; a --broker-url given here reaches them through the environment.
-    os.environ.update(EVENTBUS_BROKER_URL=settings.broker_url, EVENTBUS_NAMESPACE=settings.namespace)
     if pin:
+        settings = dataclasses.replace(settings, pin_workers=True)
+        set_settings(settings)  # forked worker processes inherit these settings
         os.environ["EVENTBUS_PIN_WORKERS"] = "1"
+    # and spawned ones read the environment: a --broker-url given here reaches them through it
+    os.environ.update(EVENTBUS_BROKER_URL=settings.broker_url, EVENTBUS_NAMESPACE=settings.namespace)
     argv = [
         "eventbus.workers",
         "-p", str(processes), "-t", str(threads or settings.worker_threads or DRAMATIQ_DEFAULT_THREADS),
