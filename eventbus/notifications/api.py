@@ -31,7 +31,7 @@ def notify(
     kind: str = "info",
     data: Mapping[str, Any] | None = None,
     channels: Sequence[str] | None = None,
-    priority: Priority | str = Priority.NORMAL,
+    priority: Priority | str | int = Priority.NORMAL,
 ) -> Notification:
     """Send a notification to ``user_id`` through ``channels`` (default: inbox, plus webhook if configured).
 
