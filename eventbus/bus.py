@@ -33,7 +33,7 @@ def publish_event(
     *,
     delay: timedelta | None = None,
     at: datetime | None = None,
-    priority: Priority | str | None = None,
+    priority: Priority | str | int | None = None,
     event_id: str | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> Event:
@@ -53,7 +53,7 @@ def publish_many(
     *,
     delay: timedelta | None = None,
     at: datetime | None = None,
-    priority: Priority | str | None = None,
+    priority: Priority | str | int | None = None,
 ) -> list[Event]:
     """Publish many ``(topic, payload)`` pairs in pipelined batches; all are validated before any is written."""
     prepared = [_prepare(t, p, priority=priority, event_id=None, headers=None) for t, p in events]
@@ -66,7 +66,7 @@ def _prepare(
     topic: str,
     payload: Payload,
     *,
-    priority: Priority | str | None,
+    priority: Priority | str | int | None,
     event_id: str | None,
     headers: Mapping[str, str] | None,
 ) -> tuple[Event, Message]:

@@ -99,7 +99,7 @@ def add_schedule(
     every_s: float | None = None,
     payload: Mapping[str, Any] | PayloadFactory | None = None,
     tz: str = "UTC",
-    priority: Priority | str | None = None,
+    priority: Priority | str | int | None = None,
 ) -> Schedule:
     """Register a recurring publish; workers that import this module run it. Returns the schedule."""
     if not isinstance(name, str) or not _NAME.match(name):
@@ -135,7 +135,7 @@ def schedule(
     tz: str = "UTC",
     every_s: float | None = None,
     name: str | None = None,
-    priority: Priority | str | None = None,
+    priority: Priority | str | int | None = None,
     queue: str | None = None,
 ) -> Callable[[F], F]:
     """Publish ``topic`` on each tick and subscribe the decorated function to it (one cron job in one place).

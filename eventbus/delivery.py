@@ -125,6 +125,6 @@ def install_actors(broker: dramatiq.Broker) -> None:
             dramatiq.Actor(fn, broker=broker, actor_name=name, queue_name=queue, priority=0, options={})
 
 
-def event_priority(value: Priority | str | None) -> str | None:
+def event_priority(value: Priority | str | int | None) -> str | None:
     """The explicit priority of a publish, as carried in messages (None: each subscription's own)."""
     return None if value is None else Priority.parse(value, Priority.NORMAL).value

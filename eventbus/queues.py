@@ -134,6 +134,17 @@ def queue_name_for(prefix: str) -> str:
     return ALIASES.get(prefix, prefix.lower())
 
 
+def env_prefix(queue: str) -> str:
+    """The env prefix that configures ``queue``: ``notifications`` -> ``NOTIFICATION``, ``exports`` -> ``EXPORTS``."""
+    return next((prefix for prefix, name in ALIASES.items() if name == queue), queue.upper())
+
+
+def queue_of_variable(key: str) -> str | None:
+    """The queue a ``<NAME>_QUEUE_*`` variable configures (None: not such a variable)."""
+    match = _ENV.match(key)
+    return queue_name_for(match.group(1)) if match else None
+
+
 def queue_configs_from_env(
     env: Mapping[str, str],
     *,

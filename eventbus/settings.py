@@ -166,8 +166,12 @@ class Settings:
                 explicit_delay=bool(env.get("JOB_RETRY_DELAY")),
             ),
             ledger=_flag(env, "EVENTBUS_LEDGER", base.ledger),
-            keep_completed=int(_number(env, "EVENTBUS_KEEP_COMPLETED", base.keep_completed)),
-            keep_failed=int(_number(env, "EVENTBUS_KEEP_FAILED", base.keep_failed)),
+            keep_completed=int(
+                _number(env, _named(env, "EVENTBUS_KEEP_COMPLETED", "QUEUE_REMOVE_ON_COMPLETE"), base.keep_completed)
+            ),
+            keep_failed=int(
+                _number(env, _named(env, "EVENTBUS_KEEP_FAILED", "QUEUE_REMOVE_ON_FAIL"), base.keep_failed)
+            ),
             completed_max_age_s=int(_number(env, "EVENTBUS_COMPLETED_MAX_AGE_S", base.completed_max_age_s)),
             failed_max_age_s=int(_number(env, "EVENTBUS_FAILED_MAX_AGE_S", base.failed_max_age_s)),
             dead_letter_ttl_s=int(_number(env, "EVENTBUS_DEAD_LETTER_TTL_S", base.dead_letter_ttl_s)),
@@ -219,6 +223,11 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
     if value < 0:
         raise ConfigError(f"{name}={raw!r} is negative; set it to a value >= 0")
     return value
+
+
+def _named(env: Mapping[str, str], name: str, *aliases: str) -> str:
+    """The first of ``name`` and its ``aliases`` set to a non-empty value (else ``name``): the one to read."""
+    return next((n for n in (name, *aliases) if env.get(n, "").strip()), name)
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:

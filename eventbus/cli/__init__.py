@@ -18,6 +18,7 @@ from eventbus.cli import control  # noqa: F401  isort: skip
 from eventbus.cli import deadletters  # noqa: F401  isort: skip
 from eventbus.cli import outbox  # noqa: F401  isort: skip
 from eventbus.cli import worker  # noqa: F401  isort: skip
+from eventbus.cli import config  # noqa: F401  isort: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,7 +31,7 @@ def notify(
     kind: str = "info",
     data: Mapping[str, Any] | None = None,
     channels: Sequence[str] | None = None,
-    priority: Priority | str = Priority.NORMAL,
+    priority: Priority | str | int = Priority.NORMAL,
     max_retries: int | None = None,
     min_backoff_ms: int | None = None,
     max_backoff_ms: int | None = None,
