@@ -21,7 +21,11 @@ from eventbus.topic import all_topics
 @cli.command()
 @click.argument("topic")
 @click.argument("payload", default="{}")
-@click.option("--priority", type=click.Choice([p.value for p in Priority]), default=None)
+@click.option(
+    "--priority",
+    default=None,
+    help="critical, high, normal, low; urgent (= critical); or 1-20 (1 = critical, 20 = low).",
+)
 @click.option("--delay-s", type=click.FloatRange(min=0), default=None, help="Deliver after this many seconds.")
 @click.option("--event-id", default=None, help="Idempotency: the same id twice publishes once.")
 def publish(topic: str, payload: str, priority: str | None, delay_s: float | None, event_id: str | None) -> None:
@@ -32,11 +36,12 @@ def publish(topic: str, payload: str, priority: str | None, delay_s: float | Non
         raise EventBusError(
             f"PAYLOAD is not valid JSON ({exc.msg} at char {exc.pos}); pass e.g. '{{\"a\": 1}}'"
         ) from None
+    level = Priority.parse(priority, Priority.NORMAL)  # bad input fails before the payload is imported or sent
     import_modules(get_settings())
     event = publish_event(
         topic,
         data,
-        priority=priority,
+        priority=level if priority else None,
         delay=timedelta(seconds=delay_s) if delay_s is not None else None,
         event_id=event_id,
     )

@@ -29,13 +29,23 @@ def test_publish_prints_the_event_id_and_writes_one_event(settings, redis_client
     assert redis_client.llen(f"{namespace}:events.p1") == 1
 
 
+@pytest.mark.redis
+@pytest.mark.parametrize(("given", "lane"), [("urgent", "p0"), ("1", "p0"), ("3", "p1"), ("15", "p3")])
+def test_publish_takes_the_seeds_priority_names_and_numbers(settings, redis_client, namespace, given, lane):
+    env = {"EVENTBUS_BROKER_URL": settings.broker_url, "EVENTBUS_SUBSCRIBERS": "tests.apps.recording"}
+    done = eventbus("--namespace", namespace, "publish", "test.happened", "{}", "--priority", given, env=env)
+    assert done.returncode == 0, done.stderr
+    assert redis_client.llen(f"{namespace}:events.{lane}") == 1
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["publish", "test.happened", "{not json"], "PAYLOAD is not valid JSON"),
         (["publish", "test.hapened", "{}"], "did you mean 'test.happened'?"),
         (["publish", "Test.Happened", "{}"], "invalid topic name"),
-        (["publish", "test.happened", "{}", "--priority", "urgent"], "Invalid value for '--priority'"),
+        (["publish", "test.happened", "{}", "--priority", "asap"], "unknown priority 'asap'"),
+        (["publish", "test.happened", "{}", "--priority", "21"], "unknown priority '21'"),
         (["no-such-command"], "No such command"),
     ],
 )
