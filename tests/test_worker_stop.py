@@ -8,7 +8,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dramatiq
@@ -71,6 +71,28 @@ def broker_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]
     return {"EVENTBUS_BROKER_URL": REDIS_URL, "EVENTBUS_NAMESPACE": request.getfixturevalue("namespace")}
 
 
+@pytest.fixture
+def busy_worker(tmp_path, bus, redis_client, namespace) -> Callable[[int], tuple[subprocess.Popen[bytes], Path, str]]:
+    """Start a worker on Redis and publish one job of ``sleep_ms``; returns once the job has started."""
+    from eventbus import publish_event
+
+    def run(sleep_ms: int) -> tuple[subprocess.Popen[bytes], Path, str]:
+        proc, log = start(tmp_path, {"EVENTBUS_BROKER_URL": REDIS_URL, "EVENTBUS_NAMESPACE": namespace,
+                                     "EVENTBUS_SUBSCRIBERS": "tests.apps.slow"})  # fmt: skip
+        wait_ready(proc, log)
+        import tests.apps.slow  # noqa: F401  (declares the topic in this process)
+
+        key = f"{namespace}:test:slow:{publish_event('test.slow', {'sleep_ms': sleep_ms}).id}"
+        wait_for(lambda: redis_client.llen(key) >= 1, 15)
+        return proc, log, key
+
+    return run
+
+
+def marks(redis_client, key: str) -> list[str]:
+    return [m.decode() for m in redis_client.lrange(key, 0, -1)]
+
+
 def test_an_idle_worker_exits_within_a_second_of_sigterm(tmp_path, broker_env):
     # Given an idle worker, three times
     times = []
@@ -83,25 +105,15 @@ def test_an_idle_worker_exits_within_a_second_of_sigterm(tmp_path, broker_env):
     assert statistics.median(times) < 1.0, times
 
 
-def test_a_busy_worker_stops_as_soon_as_its_running_job_finishes(tmp_path, bus, redis_client, namespace):
+def test_a_busy_worker_stops_as_soon_as_its_running_job_finishes(busy_worker, redis_client):
     # Given a worker running a job that takes 1.5 s
-    from eventbus import publish_event
-
-    proc, log = start(tmp_path, {"EVENTBUS_BROKER_URL": REDIS_URL, "EVENTBUS_NAMESPACE": namespace,
-                                 "EVENTBUS_SUBSCRIBERS": "tests.apps.slow"})  # fmt: skip
-    wait_ready(proc, log)
-    import tests.apps.slow  # noqa: F401  (declares the topic in this process)
-
-    event = publish_event("test.slow", {"sleep_ms": 1500})
-    key = f"{namespace}:test:slow:{event.id}"
-    wait_for(lambda: redis_client.llen(key) >= 1, 15)
+    proc, log, key = busy_worker(1500)
     # When it gets SIGTERM mid-job
     elapsed = stop_seconds(proc, log)
     # Then the job finished before the process exited, and the exit followed within a second
-    marks = [m.decode() for m in redis_client.lrange(key, 0, -1)]
-    assert [m.split()[0] for m in marks] == ["started", "finished"], marks
-    finished_at = float(marks[1].split()[1])
-    assert time.time() - finished_at < 1.0 + 0.2
+    done = marks(redis_client, key)
+    assert [m.split()[0] for m in done] == ["started", "finished"], done
+    assert time.time() - float(done[1].split()[1]) < 1.0 + 0.2
     assert elapsed < 1.5 + 1.0, elapsed
 
 
@@ -154,32 +166,16 @@ def test_sigterm_to_the_whole_process_group_stops_an_idle_worker_at_once(tmp_pat
     assert group_alive(proc.pid) == []
 
 
-def test_group_sigterm_to_a_busy_worker_lets_the_job_finish(tmp_path, bus, redis_client, namespace):
-    from eventbus import publish_event
-
-    proc, log = start(tmp_path, {"EVENTBUS_BROKER_URL": REDIS_URL, "EVENTBUS_NAMESPACE": namespace,
-                                 "EVENTBUS_SUBSCRIBERS": "tests.apps.slow"})  # fmt: skip
-    wait_ready(proc, log)
-    import tests.apps.slow  # noqa: F401
-
-    key = f"{namespace}:test:slow:{publish_event('test.slow', {'sleep_ms': 1000}).id}"
-    wait_for(lambda: redis_client.llen(key) >= 1, 15)
+def test_group_sigterm_to_a_busy_worker_lets_the_job_finish(busy_worker, redis_client):
+    proc, log, key = busy_worker(1000)
     os.killpg(proc.pid, signal.SIGTERM)
     assert proc.wait(timeout=30) == 0, log.read_text(errors="replace")
-    assert [m.decode().split()[0] for m in redis_client.lrange(key, 0, -1)] == ["started", "finished"]
+    assert [m.split()[0] for m in marks(redis_client, key)] == ["started", "finished"]
     assert group_alive(proc.pid) == []
 
 
-def test_a_second_sigterm_ends_a_busy_worker_at_once_and_leaves_no_process(tmp_path, bus, redis_client, namespace):
-    from eventbus import publish_event
-
-    proc, log = start(tmp_path, {"EVENTBUS_BROKER_URL": REDIS_URL, "EVENTBUS_NAMESPACE": namespace,
-                                 "EVENTBUS_SUBSCRIBERS": "tests.apps.slow"})  # fmt: skip
-    wait_ready(proc, log)
-    import tests.apps.slow  # noqa: F401
-
-    key = f"{namespace}:test:slow:{publish_event('test.slow', {'sleep_ms': 20_000}).id}"
-    wait_for(lambda: redis_client.llen(key) >= 1, 15)
+def test_a_second_sigterm_ends_a_busy_worker_at_once_and_leaves_no_process(busy_worker):
+    proc, log, _ = busy_worker(20_000)
     # When SIGTERM comes, and another one a second later
     os.kill(proc.pid, signal.SIGTERM)
     time.sleep(1)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from typing import Any
 
 import click
 
 from eventbus import __version__
+from eventbus.errors import EventBusError
 from eventbus.settings import Settings, set_settings
 
 
@@ -22,3 +25,16 @@ def cli(broker_url: str | None, namespace: str | None) -> None:
     if namespace:
         settings = dataclasses.replace(settings, namespace=namespace)
     set_settings(settings)
+
+
+def json_object(text: str, name: str) -> dict[str, Any]:
+    """``text`` parsed as a JSON object; bad input raises EventBusError naming ``name`` and the fix."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise EventBusError(
+            f"{name} is not valid JSON ({exc.msg} at char {exc.pos}); pass e.g. '{{\"a\": 1}}'"
+        ) from None
+    if not isinstance(value, dict):
+        raise EventBusError(f'{name} must be a JSON object, e.g. \'{{"name": "Ada"}}\'')
+    return value

@@ -10,8 +10,7 @@ import click
 
 from eventbus.app import import_modules
 from eventbus.bus import publish_event
-from eventbus.cli.base import cli
-from eventbus.errors import EventBusError
+from eventbus.cli.base import cli, json_object
 from eventbus.priority import Priority
 from eventbus.settings import get_settings
 from eventbus.subscriber import all_subscriptions
@@ -30,12 +29,7 @@ from eventbus.topic import all_topics
 @click.option("--event-id", default=None, help="Idempotency: the same id twice publishes once.")
 def publish(topic: str, payload: str, priority: str | None, delay_s: float | None, event_id: str | None) -> None:
     """Publish TOPIC with a JSON object PAYLOAD; prints the event id."""
-    try:
-        data = json.loads(payload)
-    except json.JSONDecodeError as exc:
-        raise EventBusError(
-            f"PAYLOAD is not valid JSON ({exc.msg} at char {exc.pos}); pass e.g. '{{\"a\": 1}}'"
-        ) from None
+    data = json_object(payload, "PAYLOAD")
     level = Priority.parse(priority, Priority.NORMAL)  # bad input fails before the payload is imported or sent
     import_modules(get_settings())
     event = publish_event(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from email.parser import BytesHeaderParser
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 
 import click
 
-from eventbus.cli.base import cli
+from eventbus.cli.base import cli, json_object
 from eventbus.cli.signals import stop_event
 from eventbus.errors import EventBusError
 from eventbus.mail.message import build_email, message_id_for
@@ -36,7 +35,7 @@ def render_command(template: str | None, context_json: str | None, out_dir: Path
         for name in available_templates(settings):
             click.echo(name)
         return
-    context = sample_context(template, settings) if context_json is None else _context(context_json)
+    context = sample_context(template, settings) if context_json is None else json_object(context_json, "--context")
     rendered = render(template, context, settings)
     email = build_email(
         rendered,
@@ -51,18 +50,6 @@ def render_command(template: str | None, context_json: str | None, out_dir: Path
     click.echo(f"subject: {rendered.subject}")
     click.echo(str(eml))
     click.echo(str(html))
-
-
-def _context(context_json: str) -> dict[str, Any]:
-    try:
-        context = json.loads(context_json)
-    except json.JSONDecodeError as exc:
-        raise EventBusError(
-            f"--context is not valid JSON ({exc.msg} at char {exc.pos}); pass e.g. '{{\"a\": 1}}'"
-        ) from None
-    if not isinstance(context, dict):
-        raise EventBusError('--context must be a JSON object, e.g. \'{"name": "Ada"}\'')
-    return context
 
 
 @cli.command("smtp-sink")
