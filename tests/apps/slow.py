@@ -11,7 +11,7 @@ from eventbus.broker import get_broker
 declare_topic("test.slow")
 
 
-@subscribe("test.slow", name="slow")
+@subscribe("test.slow", name="stop.slow")
 def slow(event: Event) -> None:
     broker: Any = get_broker()
     key = f"{broker.namespace}:test:slow:{event.id}"
