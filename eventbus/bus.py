@@ -2,29 +2,24 @@
 
 from __future__ import annotations
 
-import logging
-import sqlite3
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-import redis
 from pydantic import BaseModel
 
 from eventbus import signals
 from eventbus.broker import describe, get_broker
 from eventbus.brokers import BusBroker, Message
 from eventbus.delivery import EVENTS_QUEUE, FANOUT_ACTOR, build_message, event_priority
-from eventbus.errors import EventBusError, PayloadNotSerializable, PublishError, StoreBusy
+from eventbus.errors import EventBusError, PayloadNotSerializable, PublishError
 from eventbus.event import Event, new_event_id
-from eventbus.outbox import Outbox, get_outbox
+from eventbus.outbox import BEHIND, BROKER_ERRORS, Outbox, get_outbox, keep
 from eventbus.priority import Priority
 from eventbus.settings import get_settings
 from eventbus.topic import get_topic
 
 Payload = Mapping[str, Any] | BaseModel
-
-logger = logging.getLogger("eventbus")
 
 
 def publish_event(
@@ -99,7 +94,7 @@ def _write(messages: list[Message], events: list[Event], *, delay_ms: int | None
     once = [f"event:{e.id}" for e in events] if explicit_ids else None
     try:
         if outbox is not None and outbox.still_pending():
-            _to_outbox(outbox, messages, events, delay_ms, "queued behind earlier outbox events")
+            _to_outbox(outbox, messages, events, delay_ms, BEHIND)
             return
         written = cast(BusBroker, broker).enqueue_many(
             messages, delay_ms=delay_ms, once_keys=once, once_ttl_s=settings.dedup_window_s
@@ -108,7 +103,7 @@ def _write(messages: list[Message], events: list[Event], *, delay_ms: int | None
         raise PayloadNotSerializable(
             f"payload cannot be written as JSON ({exc}); use str, int, float, bool, None, list and dict"
         ) from None
-    except (redis.RedisError, sqlite3.Error, StoreBusy) as exc:
+    except BROKER_ERRORS as exc:
         problem = f"could not publish {len(messages)} event(s) to {describe(broker)}: {exc}"
         if outbox is None:
             raise PublishError(
@@ -125,11 +120,7 @@ def _write(messages: list[Message], events: list[Event], *, delay_ms: int | None
 
 
 def _to_outbox(outbox: Outbox, messages: list[Message], events: list[Event], delay_ms: int | None, why: str) -> None:
-    try:
-        outbox.put(messages, events, delay_ms=delay_ms, error=why)
-    except (sqlite3.Error, StoreBusy, OSError) as exc:
-        raise PublishError(f"{why}; and the outbox {outbox.path} could not take them either: {exc}") from None
-    logger.warning("%s; kept %d event(s) in the outbox %s for the relay", why, len(events), outbox.path)
+    keep(outbox, messages, [f"event:{e.id}" for e in events], delay_ms=delay_ms, why=why)
     for event in events:
         signals.published.send(event)
 

@@ -11,7 +11,11 @@ from eventbus.event import new_event_id
 
 @dataclass(frozen=True)
 class Notification:
-    """One message for one user; ``id`` is unique, ``created_us`` is Unix microseconds (the inbox order)."""
+    """One message for one user; ``id`` is unique, ``created_us`` is Unix microseconds (the inbox order).
+
+    ``read`` (inbox state) and ``outboxed`` (``notify`` kept the jobs in the outbox because the broker
+    was down) are not part of the stored form.
+    """
 
     user_id: str
     title: str
@@ -21,6 +25,7 @@ class Notification:
     id: str = field(default_factory=new_event_id)
     created_us: int = field(default_factory=lambda: time.time_ns() // 1000)
     read: bool = False
+    outboxed: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form carried in jobs, stored in the inbox and posted to webhooks."""

@@ -1,15 +1,18 @@
-"""The publish outbox: events the broker could not take wait in a local SQLite file until it is back.
+"""The outbox: messages the broker could not take wait in a local SQLite file until it is back.
 
-With ``EVENTBUS_OUTBOX=/var/lib/app/outbox.db`` set, a publish that hits a broker error writes
-its events to that file and returns normally (each keeps its event id and published_at). A relay
-drains the file in order once the broker answers again: inside every worker process (a thread
-started by :class:`eventbus.middleware.outbox.OutboxRelay`) and as ``eventbus outbox relay``.
+With ``EVENTBUS_OUTBOX=/var/lib/app/outbox.db`` set, a ``publish_event``, ``send_email``,
+``send_bulk_email`` or ``notify`` that hits a broker error writes its Dramatiq messages to that
+file and returns normally (each message keeps its id, options and priority; an event keeps its
+published_at). A relay drains the file in order once the broker answers again: inside every worker
+process (a thread started by :class:`eventbus.middleware.outbox.OutboxRelay`) and as
+``eventbus outbox relay``.
 
-No duplicates: each row is enqueued with the once-key ``event:<id>`` (the key ``publish_event``
-uses for explicit event ids), then deleted; a row relayed twice (a crash between the enqueue and
-the delete, or a publish that timed out on the client but reached the broker) is skipped by the
-broker. The fan-out's own once-keys cover the rest. Order: once this process has written to the
-outbox, its later publishes go there too until the outbox is drained, so they cannot overtake.
+No duplicates: each row holds the once-key its sender uses (``event:<id>``, ``mail:<key>``,
+``mail:chunk:<job id>``, ``notify:<job id>``); the relay enqueues with it, then deletes the row, so a
+row relayed twice (a crash between the enqueue and the delete, or a send that timed out on the
+client but reached the broker) is skipped by the broker. Past the dedup window, the fan-out's
+once-keys and the emails' send records cover the rest. Order: once this process has written to the
+outbox, its later sends go there too until the outbox is drained, so they cannot overtake.
 
 One file serves every process on the host (give an absolute path, so publishers and workers
 started from other directories open the same file); one relay at a time holds a short lease on it.
@@ -20,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sqlite3
 import threading
 import time
 import uuid
@@ -28,11 +32,12 @@ from pathlib import Path
 from typing import Any, cast
 
 import dramatiq
+import redis
 from dramatiq.common import current_millis
 
 from eventbus.brokers import BusBroker, Message
 from eventbus.brokers.sqlite.store import SQLiteStore
-from eventbus.event import Event
+from eventbus.errors import PublishError, StoreBusy
 from eventbus.settings import Settings, get_settings
 
 logger = logging.getLogger("eventbus.outbox")
@@ -53,16 +58,39 @@ MIGRATIONS = [
         name TEXT PRIMARY KEY, owner TEXT NOT NULL, until_ms INTEGER NOT NULL
     ) WITHOUT ROWID
     """,
+    # Rows hold any message (events, email and notification jobs) and the once-key it is relayed with;
+    # rows of the first version were events, relayed with ``event:<event id>``.
+    """
+    CREATE TABLE outbox_messages (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        queue TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        once_key TEXT,
+        eta_ms INTEGER,
+        created_at INTEGER NOT NULL,
+        error TEXT,
+        data BLOB NOT NULL
+    );
+    INSERT INTO outbox_messages (id, queue, actor, once_key, eta_ms, created_at, error, data)
+        SELECT id, 'events', 'eventbus.fanout', 'event:' || event_id, eta_ms, created_at, error, data
+        FROM outbox ORDER BY id;
+    DROP TABLE outbox;
+    ALTER TABLE outbox_messages RENAME TO outbox
+    """,
 ]
 
 BATCH = 500
 LEASE_MS = 10_000
+# What a broker raises when it cannot take messages now (the outbox then keeps them).
+BROKER_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, sqlite3.Error, StoreBusy)
+BEHIND = "queued behind earlier outbox messages"
 
 _CLAIM = (
     "INSERT INTO outbox_relay (name, owner, until_ms) VALUES ('relay', ?, ?) "
     "ON CONFLICT(name) DO UPDATE SET owner = excluded.owner, until_ms = excluded.until_ms "
     "WHERE outbox_relay.owner = excluded.owner OR outbox_relay.until_ms <= ?"
 )
+_PUT = "INSERT INTO outbox (queue, actor, once_key, eta_ms, created_at, error, data) VALUES (?, ?, ?, ?, ?, ?, ?)"
 
 
 class Outbox:
@@ -72,31 +100,38 @@ class Outbox:
         self.store = SQLiteStore(path)
         self.store.ensure_schema(COMPONENT, MIGRATIONS)
         self.path = self.store.path
-        # Set when this process wrote here: its next publishes follow until the outbox is empty.
+        # Set when this process wrote here: its next sends follow until the outbox is empty.
         self.pending_here = False
 
-    def put(self, messages: Sequence[Message], events: Sequence[Event], *, delay_ms: int | None, error: str) -> None:
-        """Keep ``messages`` (one per event, as built for the broker) until the relay sends them."""
+    def put(
+        self, messages: Sequence[Message], once_keys: Sequence[str | None], *, delay_ms: int | None, error: str
+    ) -> None:
+        """Keep ``messages`` (as built for the broker, each with its once-key) until the relay sends them."""
         now = current_millis()
         eta = None if delay_ms is None else now + delay_ms
-        rows = [(e.id, e.topic, eta, now, error[:500], m.encode()) for m, e in zip(messages, events)]
+        rows = [
+            (m.queue_name, m.actor_name, key, eta, now, error[:500], m.encode()) for m, key in zip(messages, once_keys)
+        ]
         with self.store.transaction() as conn:
-            conn.executemany(
-                "INSERT INTO outbox (event_id, topic, eta_ms, created_at, error, data) VALUES (?, ?, ?, ?, ?, ?)", rows
-            )
+            conn.executemany(_PUT, rows)
         self.pending_here = True
 
     def depth(self) -> int:
-        """Events waiting to be relayed."""
+        """Messages waiting to be relayed."""
         return int(self.store.execute("SELECT COUNT(*) FROM outbox")[0][0])
 
     def oldest_age_s(self) -> float | None:
-        """Seconds the oldest waiting event has waited (None when empty)."""
+        """Seconds the oldest waiting message has waited (None when empty)."""
         oldest = self.store.execute("SELECT MIN(created_at) FROM outbox")[0][0]
         return None if oldest is None else max(0.0, (current_millis() - int(oldest)) / 1000)
 
+    def by_queue(self) -> dict[str, int]:
+        """Messages waiting per queue (``events``, ``email``, ``notifications``)."""
+        rows = self.store.execute("SELECT queue, COUNT(*) FROM outbox GROUP BY queue ORDER BY queue")
+        return {str(queue): int(n) for queue, n in rows}
+
     def still_pending(self) -> bool:
-        """True while events this process wrote may still wait (then new publishes queue behind them)."""
+        """True while messages this process wrote may still wait (then new sends queue behind them)."""
         if self.pending_here and not self.store.execute("SELECT 1 FROM outbox LIMIT 1"):
             self.pending_here = False
         return self.pending_here
@@ -112,17 +147,17 @@ class Outbox:
         self.store.execute("DELETE FROM outbox_relay WHERE name = 'relay' AND owner = ?", (owner,))
 
     def relay_batch(self, broker: dramatiq.Broker, *, dedup_ttl_s: int, limit: int = BATCH) -> int:
-        """Send up to ``limit`` of the oldest events to ``broker`` in order; returns how many.
+        """Send up to ``limit`` of the oldest messages to ``broker`` in order; returns how many.
 
         Raises the broker's error when it cannot take them (nothing is deleted then).
         """
-        rows = self.store.execute("SELECT id, event_id, eta_ms, data FROM outbox ORDER BY id LIMIT ?", (limit,))
+        rows = self.store.execute("SELECT id, once_key, eta_ms, data FROM outbox ORDER BY id LIMIT ?", (limit,))
         bus = cast(BusBroker, broker)
         i = 0
         while i < len(rows):
             now = current_millis()
             eta = rows[i][2]
-            if eta is not None and eta > now:  # a delayed event keeps its due time
+            if eta is not None and eta > now:  # a delayed message keeps its due time
                 group, delay_ms = rows[i : i + 1], int(eta - now)
             else:
                 j = i
@@ -130,7 +165,7 @@ class Outbox:
                     j += 1
                 group, delay_ms = rows[i:j], None
             messages = [dramatiq.Message.decode(row[3]) for row in group]
-            keys: list[str | None] = [f"event:{row[1]}" for row in group]
+            keys: list[str | None] = [row[1] for row in group]
             bus.enqueue_many(messages, delay_ms=delay_ms, once_keys=keys, once_ttl_s=dedup_ttl_s)
             ids = [row[0] for row in group]
             self.store.execute(f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(ids))})", ids)
@@ -176,7 +211,7 @@ class Relay:
             logger.debug("outbox relay: could not release the lease", exc_info=True)
 
     def run_once(self) -> int:
-        """Drain now if there is anything and this relay holds the lease; returns events relayed."""
+        """Drain now if there is anything and this relay holds the lease; returns messages relayed."""
         if not self.outbox.store.execute("SELECT 1 FROM outbox LIMIT 1"):
             return 0
         return self.outbox.drain(self.broker, dedup_ttl_s=self.dedup_ttl_s, owner=self.owner)
@@ -188,7 +223,7 @@ class Relay:
                 sent = self.run_once()
                 if sent:
                     self.relayed += sent
-                    logger.info("outbox relay: sent %d event(s) to the broker", sent)
+                    logger.info("outbox relay: sent %d message(s) to the broker", sent)
                 if failing_since is not None:
                     logger.warning(
                         "outbox relay: broker reachable again after %.1f s", time.monotonic() - failing_since
@@ -219,15 +254,32 @@ def get_outbox(settings: Settings | None = None) -> Outbox | None:
         return found
 
 
+def keep(
+    outbox: Outbox, messages: Sequence[Message], once_keys: Sequence[str | None], *, delay_ms: int | None, why: str
+) -> None:
+    """Write ``messages`` to ``outbox`` because of ``why``; PublishError when the file cannot take them either."""
+    try:
+        outbox.put(messages, once_keys, delay_ms=delay_ms, error=why)
+    except (sqlite3.Error, StoreBusy, OSError) as exc:
+        raise PublishError(f"{why}; and the outbox {outbox.path} could not take them either: {exc}") from None
+    logger.warning("%s; kept %d message(s) in the outbox %s for the relay", why, len(messages), outbox.path)
+
+
 def outbox_depth(settings: Settings | None = None) -> int:
-    """Events waiting in the outbox (0 when the outbox is off); for health checks and stats."""
+    """Messages waiting in the outbox (0 when the outbox is off); for health checks and stats."""
     outbox = get_outbox(settings)
     return 0 if outbox is None else outbox.depth()
 
 
 def outbox_status(settings: Settings | None = None) -> dict[str, Any]:
-    """``{"enabled", "path", "depth", "oldest_age_s"}`` for the control plane and the CLI."""
+    """``{"enabled", "path", "depth", "oldest_age_s", "queues"}`` for the control plane and the CLI."""
     outbox = get_outbox(settings)
     if outbox is None:
-        return {"enabled": False, "path": None, "depth": 0, "oldest_age_s": None}
-    return {"enabled": True, "path": str(outbox.path), "depth": outbox.depth(), "oldest_age_s": outbox.oldest_age_s()}
+        return {"enabled": False, "path": None, "depth": 0, "oldest_age_s": None, "queues": {}}
+    return {
+        "enabled": True,
+        "path": str(outbox.path),
+        "depth": outbox.depth(),
+        "oldest_age_s": outbox.oldest_age_s(),
+        "queues": outbox.by_queue(),
+    }

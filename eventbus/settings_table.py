@@ -68,7 +68,9 @@ SETTINGS: dict[str, SettingDoc] = {
         secret=True,
     ),
     "max_message_bytes": _doc(FAULTS, "EVENTBUS_MAX_MESSAGE_BYTES", "larger messages are dead-lettered as malformed"),
-    "outbox_path": _doc(FAULTS, "EVENTBUS_OUTBOX", "SQLite file where publishes wait while the broker is down"),
+    "outbox_path": _doc(
+        FAULTS, "EVENTBUS_OUTBOX", "SQLite file where events, emails and notifications wait while the broker is down"
+    ),
     "reconnect_delay_s": _doc(
         FAULTS, "EVENTBUS_RECONNECT_DELAY_S", "wait between tries to reach a broker that is down"
     ),

@@ -18,8 +18,10 @@ import pytest
 from eventbus import PublishError, declare_topic, publish_event, publish_many
 from eventbus.broker import make_broker, set_broker
 from eventbus.brokers.sqlite.broker import SQLiteBroker
-from eventbus.delivery import install_actors
-from eventbus.outbox import Relay, get_outbox, outbox_depth, outbox_status
+from eventbus.brokers.sqlite.store import SQLiteStore
+from eventbus.delivery import EVENTS_QUEUE, FANOUT_ACTOR, build_message, install_actors
+from eventbus.event import Event
+from eventbus.outbox import COMPONENT, MIGRATIONS, Outbox, Relay, get_outbox, outbox_depth, outbox_status
 from eventbus.settings import Settings, set_settings
 from tests.conftest import ROOT
 
@@ -102,13 +104,12 @@ def test_a_row_relayed_twice_is_enqueued_once(down, back):
     publish_many([("box.happened", {"n": i}) for i in range(3)])
     box = get_outbox()
     assert box is not None
-    rows = box.store.execute("SELECT event_id, topic, eta_ms, created_at, error, data FROM outbox ORDER BY id")
+    columns = "queue, actor, once_key, eta_ms, created_at, error, data"
+    rows = box.store.execute(f"SELECT {columns} FROM outbox ORDER BY id")
     box.drain(back, dedup_ttl_s=3600)
     # When the same rows are relayed again (a relay crashed between the enqueue and the delete)
     with box.store.transaction() as conn:
-        conn.executemany(
-            "INSERT INTO outbox (event_id, topic, eta_ms, created_at, error, data) VALUES (?, ?, ?, ?, ?, ?)", rows
-        )
+        conn.executemany(f"INSERT INTO outbox ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
     assert box.drain(back, dedup_ttl_s=3600) == 3
     # Then the broker holds each event once
     assert len(arrived(back)) == 3 and outbox_depth() == 0
@@ -188,7 +189,32 @@ def test_cli_status_and_relay_once(down, tmp_path):
     env["EVENTBUS_BROKER_URL"] = f"sqlite:///{tmp_path / 'bus.db'}"
     done = eventbus_cli("outbox", "relay", "--once", env=env)
     assert done.returncode == 0, done.stderr
-    assert "relayed 2 event(s); 0 left" in done.stdout and outbox_depth() == 0
+    assert "relayed 2 message(s); 0 left" in done.stdout and outbox_depth() == 0
     # ... and without EVENTBUS_OUTBOX the command says what to set
     off = eventbus_cli("outbox", "relay", "--once", env={"EVENTBUS_BROKER_URL": "memory://"})
     assert off.returncode == 2 and "EVENTBUS_OUTBOX is not set" in off.stderr
+
+
+def test_an_outbox_file_written_by_the_events_only_version_still_relays_its_rows(tmp_path, back):
+    # Given an outbox file of the first version (rows were events: event_id, topic) holding one event
+    path = tmp_path / "old-outbox.db"
+    old = SQLiteStore(path)
+    old.ensure_schema(COMPONENT, MIGRATIONS[:1])
+    event = Event("box.happened", {"n": 1})
+    message = build_message(EVENTS_QUEUE, FANOUT_ACTOR, {"event": event.to_dict(), "priority": None}, {}, event.id)
+    with old.transaction() as conn:
+        conn.execute(
+            "INSERT INTO outbox (event_id, topic, eta_ms, created_at, error, data) VALUES (?, ?, NULL, ?, ?, ?)",
+            (event.id, event.topic, int(time.time() * 1000), "connection refused", message.encode()),
+        )
+    old.close()
+    # When this version opens it (the rows are migrated) and a new message queues behind the old row
+    box = Outbox(path)
+    assert box.by_queue() == {"events": 1}
+    later = build_message(EVENTS_QUEUE, FANOUT_ACTOR, {"event": {"id": "later"}}, {}, "later")
+    box.put([later], ["event:later"], delay_ms=None, error="connection refused")
+    # Then the relay sends both, the old row first, with the once-key the old version used
+    assert box.drain(back, dedup_ttl_s=3600) == 2
+    assert [m.message_id for m in arrived(back)] == [event.id, "later"]
+    box.put([message], [f"event:{event.id}"], delay_ms=None, error="relayed again")
+    assert box.drain(back, dedup_ttl_s=3600) == 1 and len(arrived(back)) == 2

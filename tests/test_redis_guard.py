@@ -121,9 +121,9 @@ def test_events_waiting_in_the_outbox_show_in_stats_and_degrade_health(server, t
     assert outbox is not None
     events = [Event("guard.happened", {"n": n}) for n in range(2)]
     messages = [build_message(EVENTS_QUEUE, FANOUT_ACTOR, {"event": e.to_dict()}, {}, e.id) for e in events]
-    outbox.put(messages, events, delay_ms=None, error="connection refused")
+    outbox.put(messages, [f"event:{e.id}" for e in events], delay_ms=None, error="connection refused")
     # Then the control plane shows them, and health is degraded with the way out
     with plane(server, outbox_path=path) as cp:
-        assert cp.stats().outbox["depth"] == 2
+        assert cp.stats().outbox["depth"] == 2 and cp.stats().outbox["queues"] == {"events": 2}
         reasons = cp.health().reasons
-    assert any("2 events wait in the outbox" in r and "eventbus outbox relay" in r for r in reasons)
+    assert any("2 messages wait in the outbox" in r and "eventbus outbox relay" in r for r in reasons)

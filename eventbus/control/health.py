@@ -65,7 +65,7 @@ def check(cp: ControlPlane, *, max_failed: int | None = None, max_waiting: int |
                 depth == 0,
                 "outbox empty"
                 if depth == 0
-                else f"{depth} events wait in the outbox {outbox['path']} (oldest {outbox['oldest_age_s']:.0f} s): "
+                else f"{depth} messages wait in the outbox {outbox['path']} (oldest {outbox['oldest_age_s']:.0f} s): "
                 "the broker was unreachable; workers relay them when it answers, or run `eventbus outbox relay`",
             )
         )

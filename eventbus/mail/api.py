@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-import redis
 from dramatiq.middleware import CurrentMessage
 
 from eventbus import encoder
@@ -17,7 +15,7 @@ from eventbus.broker import describe, get_broker
 from eventbus.brokers import BusBroker, Message
 from eventbus.bus import _delay_ms
 from eventbus.delivery import build_message
-from eventbus.errors import MailError, PayloadNotSerializable, PublishError, StoreBusy
+from eventbus.errors import MailError, PayloadNotSerializable, PublishError
 from eventbus.mail.job import CHUNK_ACTOR, EMAIL_QUEUE, SEND_ACTOR
 from eventbus.mail.message import (
     Attachment,
@@ -29,6 +27,7 @@ from eventbus.mail.message import (
 )
 from eventbus.mail.record import record_store
 from eventbus.mail.template import check_template, render, render_subject
+from eventbus.outbox import BEHIND, BROKER_ERRORS, Outbox, get_outbox, keep
 from eventbus.priority import Priority
 from eventbus.send_record import SendState, new_fields
 from eventbus.settings import Settings, get_settings
@@ -39,22 +38,33 @@ _JOB_IDS = uuid.UUID("3d0f5f0e-8d2b-4b7e-b6a3-7f6d3c2e1a90")
 
 @dataclass(frozen=True)
 class QueuedEmail:
-    """What ``send_email`` did: the idempotency key, the Message-ID, and whether a job was enqueued."""
+    """What ``send_email`` did: the idempotency key, the Message-ID, and where the job went.
+
+    ``enqueued``: the job is on the broker. ``outboxed``: the broker was down (or earlier sends of
+    this process still wait in the outbox), so the job waits in the outbox (``EVENTBUS_OUTBOX``)
+    until the relay enqueues it. Neither: the key was already queued or sent.
+    """
 
     key: str
     message_id: str
     enqueued: bool
+    outboxed: bool = False
 
 
 @dataclass(frozen=True)
 class BulkResult:
-    """What ``send_bulk_email`` did: emails enqueued, recipients skipped (already queued or sent), jobs written."""
+    """What ``send_bulk_email`` did: emails enqueued, recipients skipped (already queued or sent), jobs written.
+
+    ``outboxed`` emails wait in the outbox (the broker was down) until the relay enqueues their jobs;
+    one already sent is skipped when a worker takes it, not counted in ``skipped`` here.
+    """
 
     total: int
     enqueued: int
     skipped: int
     keys: list[str]
     jobs: int = 0
+    outboxed: int = 0
 
 
 def send_email(
@@ -97,8 +107,8 @@ def send_email(
     if not isinstance(key, str) or not 0 < len(key) <= 400:
         raise MailError(f"idempotency_key must be a non-empty string of at most 400 characters, got {key!r}")
     message, row = _job(template, recipients, dict(context), key, level, extra, retry, settings)
-    done = _enqueue([message], [row], _delay_ms(delay, at), settings)
-    return QueuedEmail(key=key, message_id=message.kwargs["message_id"], enqueued=bool(done))
+    done, kept = _enqueue([message], [row], _delay_ms(delay, at), settings)
+    return QueuedEmail(key=key, message_id=message.kwargs["message_id"], enqueued=bool(done), outboxed=bool(kept))
 
 
 def send_bulk_email(
@@ -152,15 +162,17 @@ def send_bulk_email(
             email["context"] = extras[i]
         emails.append(email)
     delay_ms = _delay_ms(delay, at)
-    enqueued = jobs = 0
+    enqueued = jobs = outboxed = 0
     for i in range(0, len(emails), _BATCH):
-        done, chunks = _enqueue_chunks(template, base, emails[i : i + _BATCH], level, retry, delay_ms, settings)
+        done, chunks, kept = _enqueue_chunks(template, base, emails[i : i + _BATCH], level, retry, delay_ms, settings)
         enqueued += done
         jobs += chunks
+        outboxed += kept
         if progress is not None:
             progress(min(i + _BATCH, len(emails)), len(emails))
     keys = [e["key"] for e in emails]
-    return BulkResult(total=len(emails), enqueued=enqueued, skipped=len(emails) - enqueued, keys=keys, jobs=jobs)
+    skipped = len(emails) - enqueued - outboxed
+    return BulkResult(len(emails), enqueued, skipped, keys, jobs=jobs, outboxed=outboxed)
 
 
 def _recipients(values: Iterable[str]) -> list[str]:
@@ -228,24 +240,35 @@ def _job(
 
 def _enqueue(
     messages: list[Message], rows: list[tuple[str, dict[str, str]]], delay_ms: int | None, settings: Settings
-) -> int:
-    """Create pending records, then enqueue the jobs whose email is not already sent or failed."""
+) -> tuple[int, int]:
+    """Create pending records, then enqueue the jobs whose email is not already sent or failed.
+
+    Returns (jobs enqueued, jobs kept in the outbox).
+    """
     _check_json(*(m.kwargs for m in messages))
     broker = get_broker()
+    outbox = get_outbox(settings)
+    keys: list[str | None] = [f"mail:{key}" for key, _ in rows]
+    if outbox is not None and outbox.still_pending():
+        keep(outbox, messages, keys, delay_ms=delay_ms, why=BEHIND)
+        return 0, len(messages)
     try:
         states = record_store(broker).create_pending(rows)
-        todo = [(m, r) for m, r, s in zip(messages, rows, states) if s in (None, SendState.PENDING)]
+        todo = [i for i, s in enumerate(states) if s in (None, SendState.PENDING)]
         if not todo:
-            return 0
+            return 0, 0
         done = cast(BusBroker, broker).enqueue_many(
-            [m for m, _ in todo],
+            [messages[i] for i in todo],
             delay_ms=delay_ms,
-            once_keys=[f"mail:{r[0]}" for _, r in todo],
+            once_keys=[keys[i] for i in todo],
             once_ttl_s=settings.dedup_window_s,
         )
-    except (redis.RedisError, sqlite3.Error, StoreBusy) as exc:
-        raise PublishError(f"could not enqueue {len(messages)} email(s) on {describe(broker)}: {exc}") from None
-    return len(done)
+    except BROKER_ERRORS as exc:
+        _keep(
+            outbox, f"could not enqueue {len(messages)} email(s) on {describe(broker)}: {exc}", messages, keys, delay_ms
+        )
+        return 0, len(messages)
+    return len(done), 0
 
 
 def _enqueue_chunks(
@@ -256,31 +279,55 @@ def _enqueue_chunks(
     retry: dict[str, int],
     delay_ms: int | None,
     settings: Settings,
-) -> tuple[int, int]:
+) -> tuple[int, int, int]:
     """Create pending records, then enqueue the emails not already sent or failed in chunk jobs.
 
     A chunk's job id comes from its emails' keys: sending the same batch again while it waits
     enqueues nothing new (and a pending email's record keeps it from being sent twice anyway).
-    Returns (emails enqueued, jobs enqueued).
+    Returns (emails enqueued, jobs enqueued, emails kept in the outbox).
     """
     broker = get_broker()
+    outbox = get_outbox(settings)
     rows = [(e["key"], new_fields([e["to"]], template, e["message_id"])) for e in emails]
     size = max(1, settings.mail_chunk_size)
+
+    def chunks(todo: list[dict[str, Any]]) -> list[Message]:
+        return [_chunk(template, context, todo[i : i + size], level, retry) for i in range(0, len(todo), size)]
+
+    if outbox is not None and outbox.still_pending():
+        behind = chunks(emails)
+        keep(outbox, behind, _chunk_keys(behind), delay_ms=delay_ms, why=BEHIND)
+        return 0, 0, len(emails)
+    messages: list[Message] = []
     try:
         states = record_store(broker).create_pending(rows)
-        todo = [e for e, s in zip(emails, states) if s in (None, SendState.PENDING)]
-        messages = [_chunk(template, context, todo[i : i + size], level, retry) for i in range(0, len(todo), size)]
+        messages = chunks([e for e, s in zip(emails, states) if s in (None, SendState.PENDING)])
         if not messages:
-            return 0, 0
+            return 0, 0, 0
         done = cast(BusBroker, broker).enqueue_many(
-            messages,
-            delay_ms=delay_ms,
-            once_keys=[f"mail:chunk:{m.message_id}" for m in messages],
-            once_ttl_s=settings.dedup_window_s,
+            messages, delay_ms=delay_ms, once_keys=_chunk_keys(messages), once_ttl_s=settings.dedup_window_s
         )
-    except (redis.RedisError, sqlite3.Error, StoreBusy) as exc:
-        raise PublishError(f"could not enqueue {len(emails)} email(s) on {describe(broker)}: {exc}") from None
-    return sum(len(m.kwargs["emails"]) for m in done), len(done)
+    except BROKER_ERRORS as exc:
+        problem = f"could not enqueue {len(emails)} email(s) on {describe(broker)}: {exc}"
+        messages = messages or chunks(emails)  # the records were not written: every email goes
+        _keep(outbox, problem, messages, _chunk_keys(messages), delay_ms)
+        return 0, 0, sum(len(m.kwargs["emails"]) for m in messages)
+    return sum(len(m.kwargs["emails"]) for m in done), len(done), 0
+
+
+def _chunk_keys(messages: list[Message]) -> list[str | None]:
+    return [f"mail:chunk:{m.message_id}" for m in messages]
+
+
+def _keep(
+    outbox: Outbox | None, problem: str, messages: list[Message], keys: list[str | None], delay_ms: int | None
+) -> None:
+    """Keep the jobs in the outbox; a worker creates a missing send record when it takes the email."""
+    if outbox is None:
+        raise PublishError(
+            f"{problem}; is the broker running? (set EVENTBUS_OUTBOX to keep emails in a local file while it is down)"
+        ) from None
+    keep(outbox, messages, keys, delay_ms=delay_ms, why=problem)
 
 
 def _chunk(

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any, cast
-
-import redis
 
 from eventbus.broker import describe, get_broker
 from eventbus.brokers import BusBroker
 from eventbus.delivery import build_message
-from eventbus.errors import NotificationError, PublishError, StoreBusy
+from eventbus.errors import NotificationError, PublishError
 from eventbus.notification import Notification
 from eventbus.notifications.channel import default_channels, get_channel
 from eventbus.notifications.job import NOTIFICATIONS_QUEUE, NOTIFY_ACTOR
+from eventbus.outbox import BEHIND, BROKER_ERRORS, get_outbox, keep
 from eventbus.priority import Priority
 from eventbus.settings import get_settings
 
@@ -41,6 +40,8 @@ def notify(
     Unknown channels, unserialisable ``data`` and bad retry options raise NotificationError before
     anything is written. Each channel's job retries by the ``notifications`` queue's rule
     (``eventbus queues``); ``max_retries`` and the backoffs replace it for this notification.
+    With ``EVENTBUS_OUTBOX`` set, a broker error keeps the jobs in the outbox and the returned
+    notification says ``outboxed``; without it, PublishError.
     """
     settings = get_settings()
     retry = settings.queue_config(NOTIFICATIONS_QUEUE).retry_options(
@@ -79,8 +80,22 @@ def notify(
         for name in names
     ]
     broker = get_broker()
+    outbox = get_outbox(settings)
+    # With the outbox on, a job the relay enqueues again (a send that timed out but arrived) is skipped.
+    keys: list[str | None] = [f"notify:{m.message_id}" for m in messages]
+    if outbox is not None and outbox.still_pending():
+        keep(outbox, messages, keys, delay_ms=None, why=BEHIND)
+        return replace(notification, outboxed=True)
     try:
-        cast(BusBroker, broker).enqueue_many(messages)
-    except (redis.RedisError, sqlite3.Error, StoreBusy) as exc:
-        raise PublishError(f"could not enqueue a notification on {describe(broker)}: {exc}") from None
+        once = keys if outbox is not None else None
+        cast(BusBroker, broker).enqueue_many(messages, once_keys=once, once_ttl_s=settings.dedup_window_s)
+    except BROKER_ERRORS as exc:
+        problem = f"could not enqueue a notification on {describe(broker)}: {exc}"
+        if outbox is None:
+            raise PublishError(
+                f"{problem}; is the broker running? (set EVENTBUS_OUTBOX to keep notifications in a local file "
+                "while it is down)"
+            ) from None
+        keep(outbox, messages, keys, delay_ms=None, why=problem)
+        return replace(notification, outboxed=True)
     return notification
