@@ -122,7 +122,12 @@ def _write(messages: list[Message], events: list[Event], *, delay_ms: int | None
 
 
 def _advice(exc: Exception) -> str:
-    """How to fix a failed write: a SQLite file on a full (or failing) disk needs space, not a broker."""
+    """How to fix a failed write: a broker on a full (or failing) disk needs space, not a restart."""
+    if isinstance(exc, redis.ResponseError) and "MISCONF" in str(exc):
+        return (
+            "Redis refuses writes because it cannot write its own files (is its disk full?): free space "
+            "where Redis keeps them; it takes writes again within a second of its next successful write"
+        )
     code = getattr(exc, "sqlite_errorcode", None)
     if code is not None and code & 0xFF == sqlite3.SQLITE_FULL:
         return "the disk holding the SQLite file is full: free space on it, then publish again"

@@ -186,21 +186,22 @@ def expected_pairs(event_ids: Any) -> set[tuple[str, str]]:
 
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[Callable[..., Rig]]:
-    """``rig(kind, outbox=False, persistent=True, sqlite_path=None)``: a fresh broker of ``kind`` and this
-    process publishing to it (a SQLite broker's file is ``bus.db`` in the test's directory unless given)."""
+    """``rig(kind, outbox=False, persistent=True, data_dir=None)``: a fresh broker of ``kind`` and this
+    process publishing to it. Its data (the SQLite file ``bus.db``, Redis' files) goes in ``data_dir``,
+    by default the test's directory."""
     made: list[Rig] = []
 
     def make(
-        kind: str, *, outbox: bool = False, persistent: bool = True, sqlite_path: Path | None = None, **overrides: Any
+        kind: str, *, outbox: bool = False, persistent: bool = True, data_dir: Path | None = None, **overrides: Any
     ) -> Rig:
         server = None
         if kind == "redis":
             need("redis-server", shutil.which("redis-server") is not None)
-            server = RedisServer(tmp_path / "redis", persistent=persistent)
+            server = RedisServer((data_dir or tmp_path) / "redis", persistent=persistent)
             server.start()
             url = server.url
         else:
-            url = f"sqlite:///{sqlite_path or tmp_path / 'bus.db'}?lease_s=2"
+            url = f"sqlite:///{(data_dir or tmp_path) / 'bus.db'}?lease_s=2"
         settings = replace(
             Settings(),
             broker_url=url,
