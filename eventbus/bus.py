@@ -55,7 +55,8 @@ def publish_many(
     at: datetime | None = None,
     priority: Priority | str | None = None,
 ) -> list[Event]:
-    """Publish many ``(topic, payload)`` pairs in pipelined batches; all are validated before any is written."""
+    """Publish many ``(topic, payload)`` pairs in one write; all are validated first, and on PublishError
+    none was written."""
     prepared = [_prepare(t, p, priority=priority, event_id=None, headers=None) for t, p in events]
     if prepared:
         _write([m for _, m in prepared], [e for e, _ in prepared], delay_ms=_delay_ms(delay, at), explicit_ids=False)
