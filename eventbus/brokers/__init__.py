@@ -39,7 +39,8 @@ class BusBroker(Protocol):
     ) -> list[Message]:
         """Enqueue in one round trip; a message whose once-key was seen within the TTL is skipped.
 
-        Every message is encoded before anything is written, so an unencodable one writes nothing.
-        Returns the messages actually enqueued (as stored: with broker ids, queue and eta).
+        Every message is encoded before anything is written, so an unencodable one writes nothing;
+        all or none are written, so a call that raises wrote none. Returns the messages actually
+        enqueued (as stored: with broker ids, queue and eta).
         """
         ...

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -132,11 +133,16 @@ class Rig:
         return env
 
     def start_worker(
-        self, *, processes: int = 1, threads: int = 4, wait: bool = True, **extra_env: str
+        self, *, processes: int = 1, threads: int = 4, wait: bool = True, cli: str = "dramatiq", **extra_env: str
     ) -> WorkerProcess:
-        """``dramatiq eventbus.workers`` on this rig's broker; returns once every process loaded the app."""
+        """``dramatiq eventbus.workers`` (``cli="eventbus"``: ``eventbus worker``, as deployed) on this rig's
+        broker; returns once every process loaded the app."""
         args = ["-p", str(processes), "-t", str(threads), "--worker-shutdown-timeout", "20000"]
-        worker = WorkerProcess(self.env(**extra_env), args, self.tmp / f"worker-{len(self.workers)}.log")
+        command = None
+        if cli == "eventbus":  # its shutdown timeout comes from EVENTBUS_SHUTDOWN_TIMEOUT_S
+            command = [sys.executable, "-m", "eventbus", "worker", "-p", str(processes), "-t", str(threads)]
+        log = self.tmp / f"worker-{len(self.workers)}.log"
+        worker = WorkerProcess(self.env(**extra_env), args, log, command=command)
         self.workers.append(worker)
         if wait:
             wait_for(lambda: worker.output().count("eventbus worker: broker") >= processes, 60, worker)
@@ -180,18 +186,22 @@ def expected_pairs(event_ids: Any) -> set[tuple[str, str]]:
 
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[Callable[..., Rig]]:
-    """``rig(kind, outbox=False, persistent=True)``: a fresh broker of ``kind`` and this process publishing to it."""
+    """``rig(kind, outbox=False, persistent=True, data_dir=None)``: a fresh broker of ``kind`` and this
+    process publishing to it. Its data (the SQLite file ``bus.db``, Redis' files) goes in ``data_dir``,
+    by default the test's directory."""
     made: list[Rig] = []
 
-    def make(kind: str, *, outbox: bool = False, persistent: bool = True, **overrides: Any) -> Rig:
+    def make(
+        kind: str, *, outbox: bool = False, persistent: bool = True, data_dir: Path | None = None, **overrides: Any
+    ) -> Rig:
         server = None
         if kind == "redis":
             need("redis-server", shutil.which("redis-server") is not None)
-            server = RedisServer(tmp_path / "redis", persistent=persistent)
+            server = RedisServer((data_dir or tmp_path) / "redis", persistent=persistent)
             server.start()
             url = server.url
         else:
-            url = f"sqlite:///{tmp_path / 'bus.db'}?lease_s=2"
+            url = f"sqlite:///{(data_dir or tmp_path) / 'bus.db'}?lease_s=2"
         settings = replace(
             Settings(),
             broker_url=url,

@@ -208,7 +208,7 @@ class RedisBroker(HookCache, _DramatiqRedisBroker):
         once_keys: Sequence[str | None] | None = None,
         once_ttl_s: int = 86_400,
     ) -> list[Message]:
-        """See :class:`eventbus.brokers.BusBroker`: one pipelined round trip per 500 messages.
+        """See :class:`eventbus.brokers.BusBroker`: one script per 500 messages, all in one transaction.
 
         With ``delay_ms`` the messages go to the durable schedule (:mod:`eventbus.brokers.redis.schedule`).
         """
@@ -288,7 +288,9 @@ class RedisBroker(HookCache, _DramatiqRedisBroker):
                                   and m.queue_name == queue))  # fmt: skip
                     in_hand.release(*rids)
         else:
-            with self.client.pipeline(transaction=False) as pipe:
+            # One MULTI/EXEC: Redis runs every chunk, or none when it refuses writes (a full disk) or the
+            # connection drops first. A failed publish_many then leaves none of its events.
+            with self.client.pipeline(transaction=True) as pipe:
                 for args in chunks:
                     self._enqueue_script(args=[*head, "", self.broker_id, 0, 0, *args], client=pipe)
                 for chunk in pipe.execute():  # raises if any chunk failed: then nothing is acked

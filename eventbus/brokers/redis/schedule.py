@@ -51,7 +51,7 @@ class RedisSchedule:
     def add(
         self, messages: Sequence[Message], delay_ms: int, once_keys: Sequence[str | None], once_ttl_s: int
     ) -> list[Message]:
-        """Store ``messages`` due in ``delay_ms``; one pipelined round trip per 500. Returns those written."""
+        """Store ``messages`` due in ``delay_ms``; one script per 500, in one transaction. Returns those written."""
         eta = current_millis() + max(0, delay_ms)
         staged: list[tuple[Message, list[Any]]] = []
         for message, key in zip(messages, once_keys):
@@ -73,7 +73,7 @@ class RedisSchedule:
         for message, _ in staged:
             self.broker.emit_before("enqueue", message, delay_ms)
         flags: list[int] = []
-        with self.broker.client.pipeline(transaction=False) as pipe:
+        with self.broker.client.pipeline(transaction=True) as pipe:  # every chunk or none (see RedisBroker.write)
             for i in range(0, len(staged), _CHUNK):
                 args = [arg for _, row in staged[i : i + _CHUNK] for arg in row]
                 self._schedule(args=[self.broker.namespace, once_ttl_s, max(0, delay_ms), *args], client=pipe)
