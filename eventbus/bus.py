@@ -14,7 +14,7 @@ from eventbus.brokers import BusBroker, Message
 from eventbus.delivery import EVENTS_QUEUE, FANOUT_ACTOR, build_message, event_priority
 from eventbus.errors import EventBusError, PayloadNotSerializable, PublishError
 from eventbus.event import Event, new_event_id
-from eventbus.outbox import BEHIND, BROKER_ERRORS, Outbox, get_outbox, keep
+from eventbus.outbox import BEHIND, BROKER_ERRORS, Outbox, get_outbox, keep, write_advice
 from eventbus.priority import Priority
 from eventbus.settings import get_settings
 from eventbus.topic import get_topic
@@ -107,7 +107,7 @@ def _write(messages: list[Message], events: list[Event], *, delay_ms: int | None
     except BROKER_ERRORS as exc:
         problem = f"could not publish {len(messages)} event(s) to {describe(broker)}: {exc}"
         if outbox is None:
-            raise PublishError(f"{problem}; {_advice(exc)}") from None
+            raise PublishError(f"{problem}; {write_advice(exc, 'events')}") from None
         _to_outbox(outbox, messages, events, delay_ms, problem)
         return
     # A repeated event_id writes nothing, so it is not published again either.
@@ -115,27 +115,6 @@ def _write(messages: list[Message], events: list[Event], *, delay_ms: int | None
     for event in events:
         if fresh is None or event.id in fresh:
             signals.published.send(event)
-
-
-def _advice(exc: Exception) -> str:
-    """How to fix a failed write: a broker on a full (or failing) disk needs space, not a restart."""
-    if isinstance(exc, redis.ResponseError) and "MISCONF" in str(exc):
-        return (
-            "Redis refuses writes because it cannot write its own files (is its disk full?): free space "
-            "where Redis keeps them; it takes writes again within a second of its next successful write"
-        )
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None and code & 0xFF == sqlite3.SQLITE_FULL:
-        return "the disk holding the SQLite file is full: free space on it, then publish again"
-    if code is not None and code & 0xFF == sqlite3.SQLITE_IOERR:
-        return (
-            "the SQLite file could not be written: is its disk full, past a file-size limit (ulimit -f) "
-            "or failing? Free space or raise the limit, then publish again"
-        )
-    return (
-        "is the broker running? (EVENTBUS_BROKER_URL / REDIS_URL; "
-        "set EVENTBUS_OUTBOX to keep events in a local file while it is down)"
-    )
 
 
 def _to_outbox(outbox: Outbox, messages: list[Message], events: list[Event], delay_ms: int | None, why: str) -> None:

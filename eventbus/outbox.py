@@ -83,6 +83,29 @@ BATCH = 500
 LEASE_MS = 10_000
 # What a broker raises when it cannot take messages now (the outbox then keeps them).
 BROKER_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, sqlite3.Error, StoreBusy)
+
+
+def write_advice(exc: Exception, what: str) -> str:
+    """How to fix a failed write: a broker on a full (or failing) disk needs space, not a restart."""
+    if isinstance(exc, redis.ResponseError) and "MISCONF" in str(exc):
+        return (
+            "Redis refuses writes because it cannot write its own files (is its disk full?): free space "
+            "where Redis keeps them; it takes writes again within a second of its next successful write"
+        )
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF == sqlite3.SQLITE_FULL:
+        return "the disk holding the SQLite file is full: free space on it, then send again"
+    if code is not None and code & 0xFF == sqlite3.SQLITE_IOERR:
+        return (
+            "the SQLite file could not be written: is its disk full, past a file-size limit (ulimit -f) "
+            "or failing? Free space or raise the limit, then send again"
+        )
+    return (
+        "is the broker running? (EVENTBUS_BROKER_URL / REDIS_URL; "
+        f"set EVENTBUS_OUTBOX to keep {what} in a local file while it is down)"
+    )
+
+
 BEHIND = "queued behind earlier outbox messages"
 
 _CLAIM = (

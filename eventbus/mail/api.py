@@ -27,7 +27,7 @@ from eventbus.mail.message import (
 )
 from eventbus.mail.record import record_store
 from eventbus.mail.template import check_template, render, render_subject
-from eventbus.outbox import BEHIND, BROKER_ERRORS, Outbox, get_outbox, keep
+from eventbus.outbox import BEHIND, BROKER_ERRORS, Outbox, get_outbox, keep, write_advice
 from eventbus.priority import Priority
 from eventbus.send_record import SendState, new_fields
 from eventbus.settings import Settings, get_settings
@@ -264,9 +264,8 @@ def _enqueue(
             once_ttl_s=settings.dedup_window_s,
         )
     except BROKER_ERRORS as exc:
-        _keep(
-            outbox, f"could not enqueue {len(messages)} email(s) on {describe(broker)}: {exc}", messages, keys, delay_ms
-        )
+        problem = f"could not enqueue {len(messages)} email(s) on {describe(broker)}: {exc}"
+        _keep(outbox, problem, exc, messages, keys, delay_ms)
         return 0, len(messages)
     return len(done), 0
 
@@ -310,7 +309,7 @@ def _enqueue_chunks(
     except BROKER_ERRORS as exc:
         problem = f"could not enqueue {len(emails)} email(s) on {describe(broker)}: {exc}"
         messages = messages or chunks(emails)  # the records were not written: every email goes
-        _keep(outbox, problem, messages, _chunk_keys(messages), delay_ms)
+        _keep(outbox, problem, exc, messages, _chunk_keys(messages), delay_ms)
         return 0, 0, sum(len(m.kwargs["emails"]) for m in messages)
     return sum(len(m.kwargs["emails"]) for m in done), len(done), 0
 
@@ -320,13 +319,16 @@ def _chunk_keys(messages: list[Message]) -> list[str | None]:
 
 
 def _keep(
-    outbox: Outbox | None, problem: str, messages: list[Message], keys: list[str | None], delay_ms: int | None
+    outbox: Outbox | None,
+    problem: str,
+    exc: Exception,
+    messages: list[Message],
+    keys: list[str | None],
+    delay_ms: int | None,
 ) -> None:
     """Keep the jobs in the outbox; a worker creates a missing send record when it takes the email."""
     if outbox is None:
-        raise PublishError(
-            f"{problem}; is the broker running? (set EVENTBUS_OUTBOX to keep emails in a local file while it is down)"
-        ) from None
+        raise PublishError(f"{problem}; {write_advice(exc, 'emails')}") from None
     keep(outbox, messages, keys, delay_ms=delay_ms, why=problem)
 
 

@@ -15,7 +15,7 @@ from eventbus.errors import NotificationError, PublishError
 from eventbus.notification import Notification
 from eventbus.notifications.channel import default_channels, get_channel
 from eventbus.notifications.job import NOTIFICATIONS_QUEUE, NOTIFY_ACTOR
-from eventbus.outbox import BEHIND, BROKER_ERRORS, get_outbox, keep
+from eventbus.outbox import BEHIND, BROKER_ERRORS, get_outbox, keep, write_advice
 from eventbus.priority import Priority
 from eventbus.settings import get_settings
 
@@ -92,10 +92,7 @@ def notify(
     except BROKER_ERRORS as exc:
         problem = f"could not enqueue a notification on {describe(broker)}: {exc}"
         if outbox is None:
-            raise PublishError(
-                f"{problem}; is the broker running? (set EVENTBUS_OUTBOX to keep notifications in a local file "
-                "while it is down)"
-            ) from None
+            raise PublishError(f"{problem}; {write_advice(exc, 'notifications')}") from None
         keep(outbox, messages, keys, delay_ms=None, why=problem)
         return replace(notification, outboxed=True)
     return notification
