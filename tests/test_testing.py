@@ -108,5 +108,6 @@ def test_the_control_plane_lists_jobs_reads_a_dead_letter_and_requeues_it():
         # Then it ran once more and completed, and no dead letter is left
         job = bus.control.get_job(job_id)
         assert (job.state, job.requeues, job.attempts) == (JobState.COMPLETED, 1, 1)
-        assert bus.control.dead_letters().items == []
+        # (only this test's topic: another test module's schedule may tick in this process too)
+        assert [d for d in bus.control.dead_letters().items if d.topic == "library.book_lost"] == []
     assert ("search", "Emma") in seen
