@@ -13,7 +13,7 @@ import socket
 import ssl
 import time
 import weakref
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import aiosmtplib
@@ -26,11 +26,15 @@ _UNPOOLED_CONCURRENCY = 16  # without a pool: this many connections at once per 
 
 @dataclass
 class Outcome:
-    """The result of one transaction: recipients accepted, recipients refused (code, text), the 250 reply."""
+    """The result of one transaction: recipients accepted, recipients refused (code, text), the 250 reply.
+
+    ``abandoned``: the handover said no (another attempt holds the email), so no data was sent.
+    """
 
     accepted: list[str] = field(default_factory=list)
     refused: dict[str, tuple[int, str]] = field(default_factory=dict)
     reply: str = ""
+    abandoned: bool = False
 
 
 class SmtpPool:
@@ -133,11 +137,19 @@ def _build_tls_context(verify: bool) -> ssl.SSLContext:
     return context
 
 
-async def transact(smtp: aiosmtplib.SMTP, sender: str, recipients: Sequence[str], data: bytes) -> Outcome:
-    """MAIL, one RCPT per recipient, DATA; refused recipients are collected, not raised.
+async def transact(
+    smtp: aiosmtplib.SMTP,
+    sender: str,
+    recipients: Sequence[str],
+    data: bytes,
+    handover: Callable[[], Awaitable[bool]],
+) -> Outcome:
+    """MAIL, one RCPT per recipient, ``handover()``, DATA; refused recipients are collected, not raised.
 
     Raises aiosmtplib errors for a refused sender, a refused DATA or a dropped connection.
     With every recipient refused, nothing is sent (RSET) and ``accepted`` is empty.
+    ``handover`` runs after the envelope is accepted and before the first byte of the message:
+    it records that the data may reach the server; when it returns False nothing is sent (RSET).
     MAIL and RCPT go through ``execute_command`` with the addresses quoted here: they were
     checked as plain ``user@domain`` when the email was queued, so aiosmtplib's address parsing
     (a good part of its cost per email) has nothing to add.
@@ -161,6 +173,10 @@ async def transact(smtp: aiosmtplib.SMTP, sender: str, recipients: Sequence[str]
             outcome.refused[rcpt] = (response.code, response.message)
     if not outcome.accepted:
         await smtp.rset()
+        return outcome
+    if not await handover():
+        await smtp.rset()
+        outcome.abandoned = True
         return outcome
     response = await smtp.data(data)
     outcome.reply = response.message
