@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import aiosmtplib
+from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 
 from eventbus.settings import Settings
 
@@ -144,12 +145,13 @@ async def transact(
     data: bytes,
     handover: Callable[[], Awaitable[bool]],
 ) -> Outcome:
-    """MAIL, one RCPT per recipient, ``handover()``, DATA; refused recipients are collected, not raised.
+    """MAIL, one RCPT per recipient, DATA, ``handover()``, the message; refused recipients are collected, not raised.
 
     Raises aiosmtplib errors for a refused sender, a refused DATA or a dropped connection.
     With every recipient refused, nothing is sent (RSET) and ``accepted`` is empty.
-    ``handover`` runs after the envelope is accepted and before the first byte of the message:
-    it records that the data may reach the server; when it returns False nothing is sent (RSET).
+    ``handover`` runs once the server is ready for the message (its 354 to DATA) and before the
+    first byte of it: it records that the message may reach the server. When it returns False
+    nothing is sent and the connection is closed (in the middle of DATA it cannot be reset).
     MAIL and RCPT go through ``execute_command`` with the addresses quoted here: they were
     checked as plain ``user@domain`` when the email was queued, so aiosmtplib's address parsing
     (a good part of its cost per email) has nothing to add.
@@ -174,13 +176,32 @@ async def transact(
     if not outcome.accepted:
         await smtp.rset()
         return outcome
+    response = await smtp.execute_command(b"DATA")
+    if response.code != 354:
+        raise aiosmtplib.SMTPDataError(response.code, response.message)
     if not await handover():
-        await smtp.rset()
+        smtp.close()
         outcome.abandoned = True
         return outcome
-    response = await smtp.data(data)
+    response = await _message(smtp, data)
     outcome.reply = response.message
     return outcome
+
+
+async def _message(smtp: aiosmtplib.SMTP, data: bytes) -> aiosmtplib.SMTPResponse:
+    """The message after a 354, as ``SMTP.data`` sends it (line endings, dot-stuffing), and the server's reply."""
+    protocol = smtp.protocol
+    if protocol is None:
+        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+    try:
+        protocol.write(PERIOD_REGEX.sub(b"..", normalize_message_line_endings(data)) + b".\r\n")
+        response = await protocol.read_response(timeout=smtp.timeout)
+    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+        smtp.close()
+        raise
+    if response.code != 250:
+        raise aiosmtplib.SMTPDataError(response.code, response.message)
+    return response
 
 
 _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SmtpPool] = weakref.WeakKeyDictionary()

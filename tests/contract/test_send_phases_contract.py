@@ -169,3 +169,20 @@ def test_an_operator_resends_an_uncertain_email_knowingly_and_only_an_uncertain_
     with pytest.raises(NotUncertain):
         cp.resend_uncertain("una")
     assert received_by(smtp_server)["una@example.com"] == 1
+
+
+def test_a_server_silent_after_the_data_leaves_the_email_uncertain_not_resent(contract_bus, smtp_server):
+    # Given a server that stores the message, then does not answer the end of the data within SMTP_TIMEOUT_S
+    use_settings(contract_bus, smtp_server, smtp_timeout_s=0.5)
+    smtp_server.stall("content", after=0)
+    send_email("welcome", "sil@example.com", {"name": "Sil"}, idempotency_key="sil")
+    # When the worker gives up waiting
+    contract_bus.start()
+    wait_for(lambda: record("sil").uncertain, 30)
+    smtp_server.release()
+    smtp_server.settle(0.5)
+    # Then the email is not sent again (the server may deliver the copy it has): uncertain, kept as a dead letter
+    assert received_by(smtp_server) == Counter({"sil@example.com": 1})
+    cp = ControlPlane(contract_bus.broker, contract_bus.settings)
+    assert [e.key for e in cp.uncertain_emails().items] == ["sil"]
+    assert cp.stats().mail["uncertain"] == 1 and cp.stats().mail["retried"] == 0
