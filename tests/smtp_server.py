@@ -62,11 +62,12 @@ class Handler:
     rcpts: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     seen: Counter[str] = field(default_factory=Counter)
-    drops: dict[str, set[int]] = field(default_factory=dict)
+    hang_ups: dict[str, set[int]] = field(default_factory=dict)
     stall_after: dict[str, int] = field(default_factory=dict)
     stalled: threading.Event = field(default_factory=threading.Event)
     released: threading.Event = field(default_factory=threading.Event)
     dropped: Counter[str] = field(default_factory=Counter)
+    live: set[asyncio.BaseTransport] = field(default_factory=set)  # server side of live connections
 
     def next_reply(self, step: str) -> str | None:
         with self.lock:
@@ -79,7 +80,7 @@ class Handler:
         with self.lock:
             self.seen[step] += 1
             n = self.seen[step]
-            drop = n in self.drops.get(step, ())
+            drop = n in self.hang_ups.get(step, ())
             if drop:
                 self.dropped[step] += 1
             after = self.stall_after.get(step)
@@ -151,6 +152,14 @@ class Handler:
 class _ScheduledSMTP(SMTP):
     event_handler: Handler
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.event_handler.live.add(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self.event_handler.live.discard(self.transport)  # type: ignore[arg-type]
+        super().connection_lost(error)
+
     async def _handle_client(self) -> None:
         drop, _ = self.event_handler.count("connect")
         if drop:
@@ -214,10 +223,27 @@ class SmtpServer:
         """Answer the held commands and every later one at once (the server is healthy again)."""
         self.handler.released.set()
 
+    def stop(self) -> None:
+        """Close every live connection (clients that vanished, idle pooled ones), then stop the server."""
+        self.release()
+        loop = self.controller.loop
+        done = threading.Event()
+
+        def close_all() -> None:
+            for transport in list(self.handler.live):
+                transport.abort()
+            self.handler.live.clear()
+            done.set()
+
+        loop.call_soon_threadsafe(close_all)
+        done.wait(5)
+        time.sleep(0.05)  # let the aborted connections finish their callbacks
+        self.controller.stop()
+
     def drop(self, step: str, *occurrences: int) -> None:
         """Hang up without a reply on these occurrences (1-based) of ``step``."""
         with self.handler.lock:
-            self.handler.drops.setdefault(step, set()).update(occurrences)
+            self.handler.hang_ups.setdefault(step, set()).update(occurrences)
 
     def received_by(self) -> Counter[str]:
         """How many messages each recipient got."""
@@ -294,4 +320,4 @@ def smtp_server() -> Iterator[SmtpServer]:
     server = SmtpServer()
     server.controller.start()
     yield server
-    server.controller.stop()
+    server.stop()

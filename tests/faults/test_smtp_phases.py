@@ -52,8 +52,7 @@ def smtp_servers() -> Iterator[Callable[..., SmtpServer]]:
 
     yield start
     for server in started:
-        server.release()
-        server.controller.stop()
+        server.stop()
 
 
 @pytest.fixture
