@@ -27,6 +27,7 @@ class DeadReason(enum.StrEnum):
     WORKER_LOST = "worker_lost"  # its worker died while running it, ``max_lost_deliveries`` times
     MALFORMED = "malformed"  # undecodable, oversized, or for an actor no worker declares
     EXPIRED = "expired"  # older than its ``max_age`` when a worker took it
+    UNCERTAIN = "uncertain"  # an email whose data went to SMTP with no reply recorded: not resent on its own
 
 
 WORKER_LOST_TYPE = "WorkerLost"

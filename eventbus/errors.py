@@ -135,6 +135,14 @@ class SubscriptionNotFound(NotFound):
     """No worker registered a subscription of that name, and this process does not have it either."""
 
 
+class UncertainEmailNotFound(NotFound):
+    """No uncertain email has that key (never uncertain, already resent, or its dead letter was purged)."""
+
+
+class NotUncertain(EventBusError):
+    """An operator asked to resend an email whose record does not say it is uncertain (sent, failed, in flight)."""
+
+
 class InvalidJobState(EventBusError):
     """The operation does not apply to a job in its current state (e.g. retrying a completed job)."""
 

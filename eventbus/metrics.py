@@ -8,6 +8,8 @@ Per-queue and per-topic figures are ``ControlPlane.stats()`` itself (one Lua cal
 * ``eventbus_queue_processed_last_minute{queue}``: jobs finished in the last minute.
 * ``eventbus_queue_paused{queue}``: 1 while the queue is paused.
 * ``eventbus_topic_{published,deliveries,failed}{topic}``: events published, deliveries completed, failed.
+* ``eventbus_mail_sends_total{outcome}``: emails sent, failed, retried, skipped (already sent) and
+  uncertain (data sent, no reply recorded: kept as dead letters, see ``eventbus mail uncertain``).
 
 Read beside them, in one pipelined round trip (no KEYS/SCAN), for the queues this process knows:
 
@@ -27,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from eventbus.delivery import EVENTS_QUEUE
@@ -110,6 +112,10 @@ class ControlPlaneCollector(Collector):
             for t in stats.topics:
                 family.add_metric([t.topic], getattr(t, field))
             yield family
+        sends = CounterMetricFamily("eventbus_mail_sends", "Emails by outcome of their attempts.", labels=["outcome"])
+        for outcome, n in stats.mail.items():
+            sends.add_metric([outcome], n)
+        yield sends
 
 
 def render_metrics(plane: ControlPlane, settings: Settings) -> bytes:

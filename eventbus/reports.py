@@ -46,6 +46,7 @@ class Stats:
     topics: list[TopicStats]
     at_ms: int
     outbox: dict[str, Any] = field(default_factory=dict)  # eventbus.outbox.outbox_status(): enabled, depth, ...
+    mail: dict[str, int] = field(default_factory=dict)  # send counters: sent, failed, retried, skipped, uncertain
 
     def queue(self, name: str) -> QueueStats:
         """The stats of one queue (zeros if it has none)."""
@@ -111,16 +112,54 @@ class DeadLetterFilter:
     topic: str | None = None
     error_contains: str | None = None
     older_than_s: float | None = None
+    reason: DeadReason | None = None
 
     def matches(self, letter: DeadLetter, now_ms: int) -> bool:
         return (
             (self.queue is None or letter.queue == self.queue)
+            and (self.reason is None or letter.reason == self.reason)
             and (self.subscription is None or letter.subscription == self.subscription)
             and (self.actor is None or letter.actor == self.actor)
             and (self.topic is None or letter.topic == self.topic)
             and (self.error_contains is None or self.error_contains in (letter.error or ""))
             and (self.older_than_s is None or letter.dead_at_ms <= now_ms - self.older_than_s * 1000)
         )
+
+
+@dataclass(frozen=True)
+class UncertainEmail:
+    """An email whose data went to SMTP with no reply recorded, kept as a dead letter of the email queue."""
+
+    key: str
+    to: list[str]
+    template: str
+    message_id: str
+    job_id: str  # the dead letter's
+    attempts: int
+    dead_at_ms: int
+
+    @classmethod
+    def from_letter(cls, letter: DeadLetter) -> UncertainEmail:
+        kw = letter.kwargs
+        return cls(
+            str(kw.get("key", "")), list(kw.get("to", [])), str(kw.get("template", "")), str(kw.get("message_id", "")),
+            letter.job_id, letter.attempts, letter.dead_at_ms,
+        )  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ResendResult:
+    """An uncertain email set back to pending and its job requeued: it will be sent again."""
+
+    key: str
+    job_id: str
+    previous_state: str | None  # of its send record (None: the record had expired)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,15 @@
-"""The send record: one per idempotency key, pending -> sending -> sent | failed, in the backend's store.
+"""The send record: one per idempotency key, pending -> connecting -> data_sent -> sent | failed.
 
-The record, its operations (:class:`Claim`, :class:`Finish`, :class:`Peek`) and the store protocol
-every backend implements (Redis hashes, a table of the SQLite file, a dict in memory). Counters:
-sent, failed, retried, skipped (already sent) and uncertain (found in ``sending`` after a crash).
+The record, its operations (:class:`Claim`, :class:`Handover`, :class:`Finish`, :class:`Peek`) and
+the store protocol every backend implements (Redis hashes, a table of the SQLite file, a dict in
+memory). Counters: sent, failed, retried, skipped (already sent) and uncertain (found in
+``data_sent`` after a crash).
+
+The phases say what the SMTP server may hold. Before ``data_sent`` it holds nothing it would
+deliver: an envelope (MAIL, RCPT) without message data is dropped by the server at RSET, QUIT or
+a lost connection, so an attempt that finds an email there sends it. ``data_sent`` is written,
+durably, before the first byte of the message goes out and lasts until the server's reply is
+recorded: only an email found there is uncertain.
 """
 
 from __future__ import annotations
@@ -15,16 +22,32 @@ from typing import Any, Protocol
 
 from eventbus.clock import now_ms
 
-UNCERTAIN = "uncertain: a worker stopped while handing this email to SMTP; not resent (at most once)"
+UNCERTAIN = (
+    "uncertain: a worker stopped after the message data went to SMTP, before the reply was recorded; "
+    "not resent (at most once): `eventbus mail uncertain --resend KEY` sends it again"
+)
 
 
 class SendState(enum.StrEnum):
-    """Where one email is: waiting, being handed to SMTP, accepted by SMTP, or given up."""
+    """Where one email is: waiting, on its way to SMTP, possibly at the server, accepted, or given up.
+
+    ``connecting`` covers the whole envelope (connect, EHLO, STARTTLS, AUTH, MAIL, RCPT): it is one
+    write, at the claim, because every step before the message data is equally safe to repeat, so
+    a write per step would cost a round trip per email and change no decision.
+    """
 
     PENDING = "pending"
-    SENDING = "sending"
+    CONNECTING = "connecting"  # claimed: connecting, MAIL or RCPT; nothing the server keeps yet
+    DATA_SENT = "data_sent"  # the message data may have reached the server; its reply is not recorded
     SENT = "sent"
     FAILED = "failed"
+    SENDING = "sending"  # written by versions before the phases (it spanned DATA): read as data_sent
+
+
+COUNTERS = ("sent", "failed", "retried", "skipped", "uncertain")  # what ``RecordStore.stats()`` counts
+
+BEFORE_DATA = frozenset({SendState.PENDING, SendState.CONNECTING})  # an attempt finding these sends
+IN_DOUBT = frozenset({SendState.DATA_SENT, SendState.SENDING})  # an attempt finding these does not
 
 
 @dataclass
@@ -43,6 +66,11 @@ class SendRecord:
     refused: dict[str, Any] = field(default_factory=dict)
     created_ms: int = 0
     updated_ms: int = 0
+
+    @property
+    def uncertain(self) -> bool:
+        """Failed because a worker stopped in ``data_sent``: the server may or may not have it."""
+        return self.state is SendState.FAILED and self.text.startswith("uncertain")
 
     @classmethod
     def from_hash(cls, key: str, raw: Mapping[str, str]) -> SendRecord:
@@ -88,9 +116,10 @@ def new_fields(to: Sequence[str], template: str, message_id: str) -> dict[str, s
 class Claim:
     """Take an email for sending; the result is the record as it was before (None: it was missing).
 
-    pending or missing -> sending (attempts + 1); sending -> failed as uncertain (counted), because a
-    worker stopped while handing it to SMTP; sent or failed -> unchanged (counted as skipped).
-    ``fields`` create a missing record.
+    pending, connecting or missing -> connecting (attempts + 1): nothing reached the server, so it
+    is sent (again); data_sent -> unchanged, for the attempt to settle as uncertain; sent or
+    failed -> unchanged (counted as skipped). ``fields`` create a missing record. The claimant's
+    attempt number (the record's ``attempts`` before, plus one) fences its later writes.
     """
 
     key: str
@@ -98,13 +127,31 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class Handover:
+    """About to send the message data: connecting -> data_sent, if attempt ``attempt`` still holds the claim.
+
+    The result is the record as it was before; the handover took place only if that record was
+    ``connecting`` with ``attempts == attempt`` (otherwise nothing changes and the data is not sent:
+    another attempt claimed the email meanwhile).
+    """
+
+    key: str
+    attempt: int
+
+
+@dataclass(frozen=True)
 class Finish:
-    """Write the outcome of an attempt and bump ``counter``."""
+    """Write the outcome of an attempt and bump ``counter``.
+
+    ``attempt`` > 0 fences the write: it is skipped (and nothing counted) unless the record's
+    ``attempts`` still equals it, so an attempt that lost its claim never overwrites the winner's phase.
+    """
 
     key: str
     state: SendState
     updates: dict[str, str]
     counter: str
+    attempt: int = 0
 
 
 @dataclass(frozen=True)
@@ -114,7 +161,7 @@ class Peek:
     key: str
 
 
-Op = Claim | Finish | Peek
+Op = Claim | Handover | Finish | Peek
 
 
 class RecordStore(Protocol):
@@ -132,8 +179,13 @@ class RecordStore(Protocol):
         """Counters: sent, failed, retried, skipped, uncertain."""
         ...
 
+    def reset(self, key: str) -> SendRecord | None:
+        """Set a record back to pending, keeping what it says was accepted (an operator resends an uncertain
+        email); returns the record as it was (None: missing, and nothing is written)."""
+        ...
+
     async def claim(self, key: str, fields: dict[str, str]) -> SendRecord | None:
-        """Move pending (or missing) to sending; returns the record as it was before (None: missing)."""
+        """See :class:`Claim`; returns the record as it was before (None: missing)."""
         ...
 
     async def apply(self, ops: Sequence[Op]) -> list[SendRecord | None]:
@@ -148,11 +200,27 @@ class RecordStore(Protocol):
 def claim_fields(fields: dict[str, str]) -> str:
     """Apply a claim to a record's fields in place (memory and SQLite); returns the counter to bump, or ''."""
     state = fields.get("state", SendState.PENDING.value)
-    if state == SendState.PENDING.value:
+    if state in _CLAIMABLE:
         attempts = str(int(fields.get("attempts") or 0) + 1)
-        fields.update(state=SendState.SENDING.value, attempts=attempts, updated_ms=str(now_ms()))
+        fields.update(state=SendState.CONNECTING.value, attempts=attempts, updated_ms=str(now_ms()))
         return ""
-    if state == SendState.SENDING.value:
-        fields.update(state=SendState.FAILED.value, code="", text=UNCERTAIN, updated_ms=str(now_ms()))
-        return "uncertain"
+    if state in _IN_DOUBT:
+        return ""
     return "skipped"
+
+
+def handover_fields(fields: dict[str, str], attempt: int) -> bool:
+    """Apply a handover in place (memory and SQLite); True if it took place."""
+    if fields.get("state") != SendState.CONNECTING.value or int(fields.get("attempts") or 0) != attempt:
+        return False
+    fields.update(state=SendState.DATA_SENT.value, updated_ms=str(now_ms()))
+    return True
+
+
+def holds(fields: dict[str, str] | None, attempt: int) -> bool:
+    """True if a fenced write of attempt ``attempt`` applies to a record with ``fields`` (0: unfenced)."""
+    return attempt == 0 or (fields is not None and int(fields.get("attempts") or 0) == attempt)
+
+
+_CLAIMABLE = frozenset(s.value for s in BEFORE_DATA)
+_IN_DOUBT = frozenset(s.value for s in IN_DOUBT)

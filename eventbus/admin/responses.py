@@ -19,7 +19,7 @@ _MEANING = {
     400: "The body cannot be decoded (not UTF-8 JSON), or the operation cannot use an argument (e.g. a cursor).",
     401: "Missing or wrong credentials (admin bearer token, or webhook signature).",
     404: "No such resource (topic, webhook source, queue, job, dead letter or path).",
-    409: "The job is not in a state the operation applies to (e.g. retrying a completed job).",
+    409: "The job (or email) is not in a state the operation applies to (e.g. retrying a completed job).",
     413: "The request body is larger than EVENTBUS_MAX_BODY_BYTES.",
     422: "Input failed validation; `fields` names what to fix.",
     500: "Unexpected server error; the body never carries internals, the server log has the traceback.",

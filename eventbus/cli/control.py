@@ -105,12 +105,16 @@ def stats_tables(cp: ControlPlane) -> Any:
     topics = Table("topic", "published", "deliveries", "failed", title="topics")
     for t in s.topics:
         topics.add_row(t.topic, str(t.published), str(t.deliveries), str(t.failed))
+    mail = Table(*s.mail, title="emails")
+    mail.add_row(*(str(n) for n in s.mail.values()))
+    if s.mail.get("uncertain"):
+        mail.caption = "uncertain: data sent, no reply recorded; see `eventbus mail uncertain`"
     if s.outbox.get("enabled"):
         age = s.outbox.get("oldest_age_s")
         queues.caption = f"outbox {s.outbox['path']}: {s.outbox['depth']} waiting" + (
             f", oldest {age:.0f} s" if age is not None else ""
         )
-    return Group(queues, topics)
+    return Group(queues, topics, mail)
 
 
 @cli.command()

@@ -1,4 +1,5 @@
-"""Mail commands: ``eventbus render`` (preview a template) and ``eventbus smtp-sink`` (a development SMTP server)."""
+"""Mail commands: ``eventbus render`` (preview a template), ``eventbus smtp-sink`` (a development SMTP server)
+and ``eventbus mail uncertain`` (list, or knowingly resend, emails that may or may not have arrived)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import click
 
 from eventbus.cli.base import cli, json_object
+from eventbus.cli.control import emit_json, faces_errors, json_option, plane, show, when
 from eventbus.cli.signals import stop_event
 from eventbus.errors import EventBusError
 from eventbus.mail.message import build_email, message_id_for
@@ -116,3 +118,59 @@ class SinkHandler:
         line = f"{name} from={envelope.mail_from} to={','.join(envelope.rcpt_tos)} subject={subject!r}"
         print(line, flush=True)
         return "250 2.0.0 stored"
+
+
+class _BadInput(click.ClickException):
+    """A key that names no uncertain email: exit 2 with one line, like any other bad input."""
+
+    exit_code = 2
+
+
+@cli.group("mail")
+def mail_group() -> None:
+    """Email sends: uncertain emails."""
+
+
+@mail_group.command("uncertain")
+@click.option(
+    "--resend",
+    "resend_key",
+    metavar="KEY",
+    default=None,
+    help="Send the uncertain email KEY again: a duplicate if the first copy did arrive.",
+)
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--cursor", default=None, help="next_cursor of the previous page.")
+@json_option
+@faces_errors
+def uncertain(resend_key: str | None, limit: int, cursor: str | None, as_json: bool) -> None:
+    """Emails whose data went to SMTP with no reply recorded: the recipient may or may not have them.
+
+    They are not resent on their own (at most once); each is a dead letter of the email queue with
+    reason ``uncertain``. ``--resend KEY`` sets its send record back to pending and requeues it.
+    """
+    cp = plane()
+    if resend_key is not None:
+        try:
+            done = cp.resend_uncertain(resend_key)
+        except EventBusError as exc:
+            raise _BadInput(str(exc)) from None
+        if as_json:
+            emit_json(done.to_dict())
+        else:
+            click.echo(
+                f"resending {done.key}: its record was {done.previous_state or 'gone'}; job {done.job_id} queued"
+            )
+        return
+    page = cp.uncertain_emails(limit=limit, cursor=cursor)
+    if as_json:
+        emit_json(page.to_dict())
+        return
+    from rich.table import Table
+
+    table = Table("key", "to", "template", "attempts", "since", "dead letter", title="uncertain emails")
+    for e in page.items:
+        table.add_row(e.key, ", ".join(e.to), e.template, str(e.attempts), when(e.dead_at_ms), e.job_id)
+    show(table)
+    if page.next_cursor:
+        click.echo(f"more: --cursor {page.next_cursor}")

@@ -20,7 +20,7 @@ from typing import Any, cast
 import dramatiq
 
 from eventbus.brokers import BusBroker
-from eventbus.control import deadletters, health, jobs, stats
+from eventbus.control import deadletters, health, jobs, mail, stats
 from eventbus.delivery import delivery_id, delivery_message
 from eventbus.errors import ControlPlaneUnavailable, EventBusError, EventNotFound, QueueNotFound, SubscriptionNotFound
 from eventbus.job_record import JobRecord
@@ -36,8 +36,10 @@ from eventbus.reports import (
     QueueStats,
     ReplayResult,
     RequeueResult,
+    ResendResult,
     Stats,
     TopicStats,
+    UncertainEmail,
     WorkerInfo,
 )
 from eventbus.settings import Settings, get_settings
@@ -58,8 +60,10 @@ __all__ = [
     "QueueStats",
     "ReplayResult",
     "RequeueResult",
+    "ResendResult",
     "Stats",
     "TopicStats",
+    "UncertainEmail",
     "WorkerInfo",
 ]
 
@@ -92,8 +96,8 @@ class ControlPlane:
         return sorted(self.store.queues() | set(self.local_queues()))
 
     def stats(self) -> Stats:
-        """Per queue {waiting, active, delayed, completed, failed, dead, paused, processed_last_minute}
-        and per topic {published, deliveries, failed}, in one round trip."""
+        """Per queue {waiting, active, delayed, completed, failed, dead, paused, processed_last_minute},
+        per topic {published, deliveries, failed} (one round trip), and the email send counters."""
         return stats.read_stats(self)
 
     def queue_stats(self, queue: str) -> QueueStats:
@@ -192,6 +196,16 @@ class ControlPlane:
     ) -> int:
         """Delete dead letters by id, by filter, by age, or all; returns how many."""
         return deadletters.purge(self, ids, match=match, older_than_s=older_than_s, everything=everything)
+
+    # -- uncertain emails -----------------------------------------------------------------------
+
+    def uncertain_emails(self, *, limit: int = 50, cursor: str | None = None) -> Page[UncertainEmail]:
+        """Emails whose data went to SMTP with no reply recorded (dead letters of ``email``, reason uncertain)."""
+        return mail.uncertain_emails(self, limit=limit, cursor=cursor)
+
+    def resend_uncertain(self, key: str) -> ResendResult:
+        """Knowingly send the uncertain email ``key`` again (a duplicate if the first copy arrived)."""
+        return mail.resend_uncertain(self, key)
 
     def replay(self, event_id: str, subscription: str) -> ReplayResult:
         """Deliver a past event again to one subscription, as a new job (other subscriptions are untouched)."""

@@ -1,13 +1,18 @@
 """One attempt at one email: claim its send record, render, hand it to SMTP, write the outcome.
 
-Both send jobs (one email, or a chunk of a bulk send) run this. The only window in which an email
-can be sent twice is between the server's 250 reply and the outcome write, which is made inside
-the connection block (before a naive QUIT). A later attempt that finds the record still
-``sending`` does not resend: its claim marks the email failed as uncertain and counts it.
+Both send jobs (one email, or a chunk of a bulk send) run this. The claim marks the record
+``connecting``; after MAIL and RCPT, the handover marks it ``data_sent`` (durably, before the first
+byte of the message goes out); the outcome write ends the window, inside the connection block
+(before a naive QUIT). An attempt that finds its email ``connecting`` sends it: nothing reached
+the server. One that finds it ``data_sent`` does not: the email is uncertain, counted, and kept
+as a dead letter (:mod:`eventbus.mail.uncertain`), as is one whose server did not answer the
+end of its data in time.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import enum
 import json
 import logging
@@ -15,21 +20,35 @@ import os
 import signal
 from dataclasses import dataclass
 from email.utils import parseaddr
-from typing import Any
+from typing import Any, cast
 
 import aiosmtplib
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 
+from eventbus.brokers import BusBroker
 from eventbus.errors import EventBusError
 from eventbus.mail.message import Attachment, mime_body, mime_headers
+from eventbus.mail.names import EMAIL_QUEUE
 from eventbus.mail.record import Coalescer, coalescer, record_store
 from eventbus.mail.sender import Outcome, SmtpPool, get_pool, transact
 from eventbus.mail.template import render_cached
+from eventbus.mail.uncertain import uncertain_letter
 from eventbus.priority import Priority, rank_of
 from eventbus.queues import max_retries_of
-from eventbus.send_record import Claim, Finish, SendRecord, SendState, claim_fields_for
+from eventbus.send_record import (
+    BEFORE_DATA,
+    IN_DOUBT,
+    UNCERTAIN,
+    Claim,
+    Finish,
+    Handover,
+    SendRecord,
+    SendState,
+    claim_fields_for,
+)
 from eventbus.settings import Settings, get_settings
+from eventbus.stores import ControlStore
 
 logger = logging.getLogger("eventbus.mail")
 
@@ -54,7 +73,7 @@ class Result(enum.StrEnum):
     """How an attempt ended."""
 
     SENT = "sent"
-    SKIPPED = "skipped"  # already sent or failed, or found mid-send after a crash (uncertain)
+    SKIPPED = "skipped"  # already sent or failed, found uncertain, or claimed meanwhile by another attempt
     RETRY = "retry"  # 4xx or a dropped connection: the record is pending again
     FAILED = "failed"  # 5xx, bad input, or a 4xx on the job's last attempt
 
@@ -77,6 +96,7 @@ class Run:
     settings: Settings
     pool: SmtpPool
     records: Coalescer
+    dead_letters: ControlStore  # where an uncertain email is kept
     sender: str
     final: bool  # the job's last attempt: a 4xx gives up
     retried: bool  # a retry of a job that ran before (not a first run, nor a redelivery after a crash)
@@ -86,10 +106,12 @@ class Run:
     def current(cls) -> Run:
         """The run of the job being processed (call on the worker's event loop)."""
         settings = get_settings()
+        broker = dramatiq.get_broker()
         return cls(
             settings=settings,
             pool=get_pool(settings),
-            records=coalescer(record_store(dramatiq.get_broker())),
+            records=coalescer(record_store(broker)),
+            dead_letters=cast(BusBroker, broker).stores.control,
             sender=parseaddr(settings.smtp_from)[1],
             final=_final_attempt(settings),
             retried=_retries() > 0,
@@ -126,27 +148,66 @@ async def attempt(email: Email, run: Run, before: SendRecord | None, out: Writer
     The record was just claimed; ``before`` is the record as it was (None: missing). Run by a lane
     of :mod:`eventbus.mail.dispatch`, which bounds how many emails are in flight.
     """
-    if before is not None and before.state is not SendState.PENDING:
-        _log_skip(email.key, before)
+    if before is not None and before.state in IN_DOUBT:
+        return await settle_uncertain(email, run, out, before.attempts)
+    if before is not None and before.state not in BEFORE_DATA:
+        logger.info("email %s already %s; not sending again", email.key, before.state.value)
         return Attempt(Result.SKIPPED)
+    if before is not None and before.state is SendState.CONNECTING:
+        logger.info("email %s: its last attempt stopped before the message data; sending it", email.key)
+    mine = (before.attempts if before is not None else 0) + 1  # the claim's attempt: fences every write
     accepted_before = before.accepted if before is not None else []
     remaining = [r for r in email.to if r not in accepted_before]
     try:
         data = email_bytes(email, run.settings)
     except EventBusError as exc:
-        await out.finish(Finish(email.key, SendState.FAILED, {"code": "", "text": str(exc)}, "failed"))
+        await out.finish(Finish(email.key, SendState.FAILED, {"code": "", "text": str(exc)}, "failed", mine))
         return Attempt(Result.FAILED, text=str(exc), error=exc)
+    handover = _Handover(run.records, email.key, mine)
     connected = False
     try:
         async with run.pool.connection() as smtp:
             connected = True
-            outcome = await transact(smtp, run.sender, remaining, data)
-            return await _record_outcome(email.key, outcome, accepted_before, run, out)
+            outcome = await transact(smtp, run.sender, remaining, data, handover)
+            if outcome.abandoned:
+                logger.warning("email %s was claimed by another attempt while this one ran; left to it", email.key)
+                return Attempt(Result.SKIPPED)
+            return await _record_outcome(email.key, outcome, accepted_before, run, out, mine)
     except aiosmtplib.SMTPResponseException as exc:
-        return await _failed(email.key, exc.code, exc.message, accepted_before, run, out, connected)
+        return await _failed(email.key, exc.code, exc.message, accepted_before, run, out, connected, mine)
     except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
+        if handover.done and isinstance(exc, TimeoutError):  # the server has the data and may still accept it
+            return await settle_uncertain(email, run, out, mine)
         text = f"{type(exc).__name__}: {exc}"
-        return await _failed(email.key, 0, text, accepted_before, run, out, connected)
+        return await _failed(email.key, 0, text, accepted_before, run, out, connected, mine)
+
+
+class _Handover:
+    """Marks the email ``data_sent`` before its data goes out; False if another attempt holds the claim."""
+
+    def __init__(self, records: Coalescer, key: str, attempt: int) -> None:
+        self.records = records
+        self.op = Handover(key, attempt)
+        self.done = False
+
+    async def __call__(self) -> bool:
+        [was] = await self.records.run(self.op)
+        self.done = was is not None and was.state is SendState.CONNECTING and was.attempts == self.op.attempt
+        return self.done
+
+
+async def settle_uncertain(email: Email, run: Run, out: Writer, attempt: int) -> Attempt:
+    """Keep ``email`` as an uncertain dead letter, then mark its record failed as uncertain (counted)."""
+    letter = uncertain_letter(dataclasses.asdict(email), attempt, run.rank)
+    await asyncio.to_thread(run.dead_letters.put_back_dead, EMAIL_QUEUE, [letter.encode()])
+    await out.finish(Finish(email.key, SendState.FAILED, {"code": "", "text": UNCERTAIN}, "uncertain", attempt))
+    logger.warning(
+        "email %s may have reached the SMTP server (its data went out, no reply was recorded); not resent, "
+        "kept as dead letter %s (reason uncertain)",
+        email.key,
+        letter.message_id,
+    )
+    return Attempt(Result.SKIPPED, text=UNCERTAIN)
 
 
 def email_bytes(email: Email, settings: Settings) -> bytes:
@@ -163,29 +224,31 @@ def email_bytes(email: Email, settings: Settings) -> bytes:
     return head + mime_body(rendered, tuple(Attachment.from_json(a) for a in email.attachments or ()))
 
 
-async def _record_outcome(key: str, outcome: Outcome, accepted_before: list[str], run: Run, out: Writer) -> Attempt:
+async def _record_outcome(
+    key: str, outcome: Outcome, accepted_before: list[str], run: Run, out: Writer, mine: int
+) -> Attempt:
     accepted = accepted_before + outcome.accepted
     refused = {r: list(v) for r, v in outcome.refused.items()}
     temporary = {r: v for r, v in outcome.refused.items() if v[0] < 500}
     updates = {"accepted": json.dumps(accepted), "refused": json.dumps(refused)}
     if temporary and not run.final:
         code, text = next(iter(temporary.values()))
-        await out.finish(Finish(key, SendState.PENDING, {**updates, "code": str(code), "text": text}, "retried"))
+        await out.finish(Finish(key, SendState.PENDING, {**updates, "code": str(code), "text": text}, "retried", mine))
         return Attempt(Result.RETRY, code, f"{text} (for {', '.join(temporary)}; accepted so far: {len(accepted)})")
     if not accepted:
         code, text = next(iter(outcome.refused.values()))
-        await out.finish(Finish(key, SendState.FAILED, {**updates, "code": str(code), "text": text}, "failed"))
+        await out.finish(Finish(key, SendState.FAILED, {**updates, "code": str(code), "text": text}, "failed", mine))
         return Attempt(Result.FAILED, code, text)
     first = next(iter(outcome.refused.values()), None)
     extra = {"code": str(first[0]), "text": first[1]} if first else {"code": "250", "text": outcome.reply}
-    await out.finish(Finish(key, SendState.SENT, {**updates, **extra}, "sent"))
+    await out.finish(Finish(key, SendState.SENT, {**updates, **extra}, "sent", mine))
     if os.environ.get(TEST_KILL_ENV) == "1":  # test hook: die between the record write and the ack
         os.kill(os.getpid(), signal.SIGKILL)
     return Attempt(Result.SENT, 250)
 
 
 async def _failed(
-    key: str, code: int, text: str, accepted_before: list[str], run: Run, out: Writer, connected: bool
+    key: str, code: int, text: str, accepted_before: list[str], run: Run, out: Writer, connected: bool, mine: int
 ) -> Attempt:
     """5xx fails at once; 4xx and dropped connections go back to pending, or fail on the job's last attempt.
 
@@ -195,21 +258,14 @@ async def _failed(
         out.follow = None
     updates = {"code": str(code) if code else "", "text": text, "accepted": json.dumps(accepted_before)}
     if 500 <= code < 600:
-        await out.finish(Finish(key, SendState.FAILED, updates, "failed"))
+        await out.finish(Finish(key, SendState.FAILED, updates, "failed", mine))
         return Attempt(Result.FAILED, code, text)
     if run.final:
         updates["text"] = f"gave up after the last retry: {text}"
-        await out.finish(Finish(key, SendState.FAILED, updates, "failed"))
+        await out.finish(Finish(key, SendState.FAILED, updates, "failed", mine))
     else:
-        await out.finish(Finish(key, SendState.PENDING, updates, "retried"))
+        await out.finish(Finish(key, SendState.PENDING, updates, "retried", mine))
     return Attempt(Result.RETRY, code, text, connected=connected)
-
-
-def _log_skip(key: str, before: SendRecord) -> None:
-    if before.state is SendState.SENDING:
-        logger.warning("email %s was being sent when its worker stopped; not resent (at most once)", key)
-    else:
-        logger.info("email %s already %s; not sending again", key, before.state.value)
 
 
 def _rank() -> int:

@@ -4,8 +4,8 @@ A lane takes the next email from queues shared by all send jobs on the worker's 
 the job's priority, so a CRITICAL email overtakes the backlog of a bulk send), claims its record,
 sends it over a connection of the pool, and writes the outcome. The write of one email's outcome
 carries the claim of the lane's next email, so a busy lane pays one record round trip per email;
-and an email is claimed (marked ``sending``) only when a lane is about to send it, so a crash
-leaves at most one ``sending`` record per lane behind.
+and an email is claimed (marked ``connecting``) only when a lane is about to send it, so a crash
+leaves at most one claimed record per lane behind (sent again if its data had not gone out yet).
 """
 
 from __future__ import annotations

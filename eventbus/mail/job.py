@@ -27,14 +27,12 @@ from eventbus.errors import (
 )
 from eventbus.mail.attempt import Attempt, Email, Result, Run
 from eventbus.mail.dispatch import Batch, Ticket, get_dispatcher
+from eventbus.mail.names import CHUNK_ACTOR, EMAIL_QUEUE, SEND_ACTOR
 from eventbus.mail.pace import Pacer
 from eventbus.send_record import Peek, SendRecord, SendState
 
 logger = logging.getLogger("eventbus.mail")
 
-EMAIL_QUEUE = "email"
-SEND_ACTOR = "eventbus.send_email"
-CHUNK_ACTOR = "eventbus.send_email_chunk"
 _SETTLED = (SendState.SENT, SendState.FAILED)
 PERMANENT = (SmtpPermanentError, TemplateNotFound, TemplateError, HeaderInjection, InvalidAddress, MailError)
 

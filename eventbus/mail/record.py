@@ -88,7 +88,7 @@ def record_store(broker: dramatiq.Broker | None = None) -> RecordStore:
 
 
 def mail_stats() -> dict[str, int]:
-    """Send counters: sent, failed, retried, skipped (already sent) and uncertain (crash between 250 and record)."""
+    """Send counters: sent, failed, retried, skipped (already sent) and uncertain (data sent, no reply recorded)."""
     return record_store().stats()
 
 

@@ -13,10 +13,11 @@ import socket
 import ssl
 import time
 import weakref
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import aiosmtplib
+from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 
 from eventbus.settings import Settings
 
@@ -26,11 +27,15 @@ _UNPOOLED_CONCURRENCY = 16  # without a pool: this many connections at once per 
 
 @dataclass
 class Outcome:
-    """The result of one transaction: recipients accepted, recipients refused (code, text), the 250 reply."""
+    """The result of one transaction: recipients accepted, recipients refused (code, text), the 250 reply.
+
+    ``abandoned``: the handover said no (another attempt holds the email), so no data was sent.
+    """
 
     accepted: list[str] = field(default_factory=list)
     refused: dict[str, tuple[int, str]] = field(default_factory=dict)
     reply: str = ""
+    abandoned: bool = False
 
 
 class SmtpPool:
@@ -133,11 +138,20 @@ def _build_tls_context(verify: bool) -> ssl.SSLContext:
     return context
 
 
-async def transact(smtp: aiosmtplib.SMTP, sender: str, recipients: Sequence[str], data: bytes) -> Outcome:
-    """MAIL, one RCPT per recipient, DATA; refused recipients are collected, not raised.
+async def transact(
+    smtp: aiosmtplib.SMTP,
+    sender: str,
+    recipients: Sequence[str],
+    data: bytes,
+    handover: Callable[[], Awaitable[bool]],
+) -> Outcome:
+    """MAIL, one RCPT per recipient, DATA, ``handover()``, the message; refused recipients are collected, not raised.
 
     Raises aiosmtplib errors for a refused sender, a refused DATA or a dropped connection.
     With every recipient refused, nothing is sent (RSET) and ``accepted`` is empty.
+    ``handover`` runs once the server is ready for the message (its 354 to DATA) and before the
+    first byte of it: it records that the message may reach the server. When it returns False
+    nothing is sent and the connection is closed (in the middle of DATA it cannot be reset).
     MAIL and RCPT go through ``execute_command`` with the addresses quoted here: they were
     checked as plain ``user@domain`` when the email was queued, so aiosmtplib's address parsing
     (a good part of its cost per email) has nothing to add.
@@ -162,9 +176,32 @@ async def transact(smtp: aiosmtplib.SMTP, sender: str, recipients: Sequence[str]
     if not outcome.accepted:
         await smtp.rset()
         return outcome
-    response = await smtp.data(data)
+    response = await smtp.execute_command(b"DATA")
+    if response.code != 354:
+        raise aiosmtplib.SMTPDataError(response.code, response.message)
+    if not await handover():
+        smtp.close()
+        outcome.abandoned = True
+        return outcome
+    response = await _message(smtp, data)
     outcome.reply = response.message
     return outcome
+
+
+async def _message(smtp: aiosmtplib.SMTP, data: bytes) -> aiosmtplib.SMTPResponse:
+    """The message after a 354, as ``SMTP.data`` sends it (line endings, dot-stuffing), and the server's reply."""
+    protocol = smtp.protocol
+    if protocol is None:
+        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+    try:
+        protocol.write(PERIOD_REGEX.sub(b"..", normalize_message_line_endings(data)) + b".\r\n")
+        response = await protocol.read_response(timeout=smtp.timeout)
+    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+        smtp.close()
+        raise
+    if response.code != 250:
+        raise aiosmtplib.SMTPDataError(response.code, response.message)
+    return response
 
 
 _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SmtpPool] = weakref.WeakKeyDictionary()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import replace
 
@@ -12,10 +11,10 @@ from eventbus import send_email
 from eventbus.app import install_extra_actors
 from eventbus.delivery import build_message
 from eventbus.mail.job import EMAIL_QUEUE, SEND_ACTOR
-from eventbus.mail.record import get_send_record, mail_stats, record_store
+from eventbus.mail.record import get_send_record, mail_stats
 from eventbus.notifications import Notification
 from eventbus.notifications.inbox import InboxChannel, inbox_list, inbox_mark_read, inbox_unread_count
-from eventbus.send_record import SendRecord, SendState
+from eventbus.send_record import SendState
 from eventbus.settings import set_settings
 from tests.conftest import wait_for
 from tests.smtp_server import SmtpServer, smtp_server  # noqa: F401
@@ -82,31 +81,6 @@ def test_a_redelivered_send_job_whose_email_was_sent_does_nothing(mail_bus, smtp
     smtp_server.settle(0.5)
     assert len(smtp_server.received) == 1 and smtp_server.count("mail") == 1
     assert state_of("welcome-dan") is SendState.SENT
-
-
-def test_a_job_that_finds_its_email_mid_send_marks_it_uncertain_and_does_not_resend(mail_bus, smtp_server):
-    # Given an email whose record says a worker was handing it to SMTP when it stopped
-    queued = send_email("welcome", "eve@example.com", {"name": "Eve"}, idempotency_key="welcome-eve")
-    store = record_store(mail_bus.broker)
-
-    async def claim() -> SendRecord | None:  # as the stopped worker did
-        try:
-            return await store.claim("welcome-eve", {})
-        finally:
-            await store.aclose()
-
-    before = asyncio.run(claim())
-    assert before is not None and before.state is SendState.PENDING
-    assert state_of("welcome-eve") is SendState.SENDING
-    # When a worker runs its job
-    mail_bus.start()
-    wait_for(lambda: state_of("welcome-eve") is SendState.FAILED, 30)
-    # Then nothing was sent and the record says why
-    smtp_server.settle(0.5)
-    assert smtp_server.received == []
-    record = get_send_record("welcome-eve")
-    assert record is not None and record.text.startswith("uncertain") and record.message_id == queued.message_id
-    assert mail_stats().get("uncertain") == 1
 
 
 def test_the_inbox_lists_newest_first_stores_each_id_once_and_tracks_read_state(contract_bus):

@@ -53,7 +53,7 @@ def dropping_server() -> Any:
     server.controller.handler = server.handler
     server.controller.start()
     yield server
-    server.controller.stop()
+    server.stop()
 
 
 @pytest.fixture

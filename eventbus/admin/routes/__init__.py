@@ -7,11 +7,12 @@ from fastapi import APIRouter
 
 def default_routers() -> list[APIRouter]:
     """Every router of the admin app, in mount order."""
-    from eventbus.admin.routes import control, dashboard, events, metrics, topics, webhooks
+    from eventbus.admin.routes import control, dashboard, events, mail, metrics, topics, webhooks
 
     return [
         control.public,
         control.router,
+        mail.router,
         topics.router,
         events.router,
         webhooks.router,

@@ -6,7 +6,18 @@ import threading
 from collections.abc import Sequence
 
 from eventbus.clock import now_ms
-from eventbus.send_record import Claim, Finish, Op, Peek, SendRecord, SendState, claim_fields
+from eventbus.send_record import (
+    Claim,
+    Finish,
+    Handover,
+    Op,
+    Peek,
+    SendRecord,
+    SendState,
+    claim_fields,
+    handover_fields,
+    holds,
+)
 
 
 class MemoryRecords:
@@ -36,6 +47,15 @@ class MemoryRecords:
         with self._lock:
             return dict(self.counters)
 
+    def reset(self, key: str) -> SendRecord | None:
+        with self._lock:
+            fields = self.records.get(key)
+            if fields is None:
+                return None
+            before = SendRecord.from_hash(key, fields)
+            fields.update(state=SendState.PENDING.value, code="", text="", updated_ms=str(now_ms()))
+            return before
+
     async def claim(self, key: str, fields: dict[str, str]) -> SendRecord | None:
         return (await self.apply([Claim(key, fields)]))[0]
 
@@ -44,21 +64,24 @@ class MemoryRecords:
         with self._lock:
             for op in ops:
                 old = self.records.get(op.key)
-                if isinstance(op, Peek):
-                    out.append(SendRecord.from_hash(op.key, old) if old else None)
-                    continue
-                if isinstance(op, Finish):
-                    fields = self.records.setdefault(op.key, {})
-                    fields.update(op.updates, state=op.state.value, updated_ms=str(now_ms()))
-                    self._count(op.counter)
-                    out.append(None)
-                    continue
                 before = SendRecord.from_hash(op.key, old) if old else None
-                fields = self.records.setdefault(op.key, dict(op.fields))
-                counter = claim_fields(fields)
-                if counter:
-                    self._count(counter)
-                out.append(before)
+                if isinstance(op, Peek):
+                    out.append(before)
+                elif isinstance(op, Handover):
+                    if old is not None:
+                        handover_fields(old, op.attempt)
+                    out.append(before)
+                elif isinstance(op, Finish):
+                    if holds(old, op.attempt):
+                        fields = self.records.setdefault(op.key, {})
+                        fields.update(op.updates, state=op.state.value, updated_ms=str(now_ms()))
+                        self._count(op.counter)
+                    out.append(None)
+                else:
+                    counter = claim_fields(self.records.setdefault(op.key, dict(op.fields)))
+                    if counter:
+                        self._count(counter)
+                    out.append(before)
         return out
 
     def _count(self, counter: str) -> None:

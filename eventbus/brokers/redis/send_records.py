@@ -2,8 +2,8 @@
 
 ``mail:send:<key>`` is a hash (state, to, template, message_id, attempts, code, text, accepted,
 refused, timestamps) with a TTL; ``mail:stats`` counts sent, failed, retried, skipped and uncertain.
-The worker path uses an asyncio client on the worker's event loop: a batch of claims and finishes
-is one Lua call.
+The worker path uses an asyncio client on the worker's event loop: a batch of claims, handovers
+and finishes is one Lua call.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from redis.exceptions import NoScriptError
 
 from eventbus.brokers.redis.lua import load
 from eventbus.clock import now_ms
-from eventbus.send_record import UNCERTAIN, Claim, Finish, Op, Peek, SendRecord, SendState
+from eventbus.send_record import Claim, Finish, Handover, Op, Peek, SendRecord, SendState
 
 _CREATE = load("send_records_create")
 _APPLY = load("send_records_apply")
@@ -66,8 +66,17 @@ class RedisRecords:
         raw = self.client.hgetall(self.stats_key)
         return {k.decode(): int(v) for k, v in raw.items()}
 
+    def reset(self, key: str) -> SendRecord | None:
+        before = self.get(key)
+        if before is not None:
+            self.client.hset(
+                self.key(key),
+                mapping={"state": SendState.PENDING.value, "code": "", "text": "", "updated_ms": now_ms()},
+            )
+        return before
+
     async def claim(self, key: str, fields: dict[str, str]) -> SendRecord | None:
-        """See :class:`eventbus.mail.record.Claim` (the record returned carries only state and accepted)."""
+        """See :class:`eventbus.send_record.Claim` (the record returned carries only state, accepted and attempts)."""
         return (await self.apply([Claim(key, fields)]))[0]
 
     async def apply(self, ops: Sequence[Op]) -> list[SendRecord | None]:
@@ -75,14 +84,16 @@ class RedisRecords:
         if not ops:
             return []
         now = now_ms()
-        args: list[str | int] = [self.ttl_s, now, UNCERTAIN]
+        args: list[str | int] = [self.ttl_s, now]
         for op in ops:
             if isinstance(op, Claim):
                 args += ["claim", "", json.dumps(op.fields)]
             elif isinstance(op, Peek):
                 args += ["peek", "", "{}"]
+            elif isinstance(op, Handover):
+                args += ["handover", "", json.dumps({"attempt": str(op.attempt)})]
             else:
-                fields = {**op.updates, "state": op.state.value, "updated_ms": str(now)}
+                fields = {**op.updates, "state": op.state.value, "updated_ms": str(now), "attempt": str(op.attempt)}
                 args += ["finish", op.counter, json.dumps(fields)]
         keys = [self.stats_key, *(self.key(op.key) for op in ops)]
         client = self._client()
@@ -97,7 +108,8 @@ class RedisRecords:
                 out.append(None)
                 continue
             accepted = json.loads(result[1]) if len(result) > 1 and result[1] else []
-            out.append(SendRecord(op.key, SendState(result[0].decode()), accepted=accepted))
+            attempts = int(result[2]) if len(result) > 2 and result[2] else 0
+            out.append(SendRecord(op.key, SendState(result[0].decode()), accepted=accepted, attempts=attempts))
         return out
 
     def _client(self) -> redis.asyncio.Redis:  # type: ignore[type-arg]

@@ -3,13 +3,12 @@
 The same record as on Redis (:mod:`eventbus.mail.record`): one row per idempotency key in
 ``mail_sends`` (its fields as JSON, like the Redis hash, plus the state and an expiry), and the
 counters in ``mail_stats``. Every step is one ``BEGIN IMMEDIATE`` transaction, so claiming a record
-(pending -> sending) is atomic across every process on the file. The worker's async path runs
+(pending -> connecting) is atomic across every process on the file. The worker's async path runs
 each step in a thread, so a busy file never blocks the worker's event loop.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import sqlite3
@@ -75,41 +74,23 @@ class SQLiteRecords:
         """Counters: sent, failed, retried, skipped, uncertain."""
         return {str(c): int(n) for c, n in self.store.execute("SELECT counter, n FROM mail_stats")}
 
-    async def claim(self, key: str, fields: dict[str, str]) -> SendRecord | None:
-        """Move pending (or missing) to sending; returns the record as it was before (None: missing)."""
-        return await asyncio.to_thread(self._claim, key, fields)
-
-    async def finish(self, key: str, state: SendState, updates: dict[str, str], counter: str) -> None:
-        """Write the outcome of an attempt and bump ``counter`` in one transaction."""
-        await asyncio.to_thread(self._finish, key, state, updates, counter)
-
-    async def count(self, counter: str) -> None:
-        """Bump a counter."""
-        await asyncio.to_thread(self.store.execute, _COUNT, (counter,))
-
-    async def aclose(self) -> None:
-        """Nothing to close: the broker owns the file's connections."""
-
-    def _claim(self, key: str, fields: dict[str, str]) -> SendRecord | None:
+    def reset(self, key: str) -> SendRecord | None:
+        """Set a record back to pending, keeping what it says was accepted; returns it as it was (None: missing)."""
         with self.store.transaction() as conn:
             now = now_ms()
             old = _read(conn, key, now)
-            current = dict(old) if old is not None else dict(fields)
-            if current.get("state", SendState.PENDING.value) == SendState.PENDING.value:
-                current["state"] = SendState.SENDING.value
-                current["updated_ms"] = str(now)
-                current["attempts"] = str(int(current.get("attempts") or 0) + 1)
-            _write(conn, key, current, now + self.ttl_s * 1000 if old is None else None)
-        return SendRecord.from_hash(key, old) if old is not None else None
+            if old is None:
+                return None
+            _write(
+                conn,
+                key,
+                {**old, "state": SendState.PENDING.value, "code": "", "text": "", "updated_ms": str(now)},
+                None,
+            )
+        return SendRecord.from_hash(key, old)
 
-    def _finish(self, key: str, state: SendState, updates: dict[str, str], counter: str) -> None:
-        with self.store.transaction() as conn:
-            now = now_ms()
-            current = _read(conn, key, now) or {}
-            current.update(updates)
-            current.update(state=state.value, updated_ms=str(now))
-            _write(conn, key, current, now + self.ttl_s * 1000)
-            conn.execute(_COUNT, (counter,))
+    async def aclose(self) -> None:
+        """Nothing to close: the broker owns the file's connections."""
 
 
 def _read(conn: sqlite3.Connection, key: str, now: int) -> dict[str, str] | None:
