@@ -186,3 +186,21 @@ def test_a_second_sigterm_ends_a_busy_worker_at_once_and_leaves_no_process(busy_
     assert time.monotonic() - started < 1.0
     assert group_alive(proc.pid) == []
     assert "second stop signal" in log.read_text(errors="replace")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_to_one_worker_process_alone_ends_the_whole_worker(tmp_path, signum):
+    # Given an idle worker with two processes
+    proc, log = start(tmp_path, {"EVENTBUS_BROKER_URL": f"sqlite:///{tmp_path / 'bus.db'}"}, "-p", "2")
+    deadline = time.monotonic() + 30
+    while log.read_text(errors="replace").count("ready for action") < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")
+        time.sleep(0.02)
+    children = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+    # When one worker process alone gets the signal
+    started = time.monotonic()
+    os.kill(children[0], signum)
+    # Then every process of the worker is gone within a few seconds (Dramatiq stops the rest)
+    proc.wait(timeout=15)
+    assert time.monotonic() - started < 5
+    assert group_alive(proc.pid) == []

@@ -58,6 +58,10 @@ class PromptStop(dramatiq.Middleware):
         for signum in (signal.SIGTERM, signal.SIGHUP):
             if signal.getsignal(signum) is dramatiq_handler:
                 signal.signal(signum, handler)
+        # Dramatiq's worker processes ignore SIGINT (the main process turns Ctrl-C into SIGTERM); here a
+        # SIGINT sent to a worker process alone stops it too, and Ctrl-C's copy counts as the same stop.
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            signal.signal(signal.SIGINT, handler)
 
 
 def _stop_handler(
